@@ -1,0 +1,29 @@
+# Set-up and common tasks. `make quickstart` and `make test` work on a fresh machine:
+# they create .venv (installing torch==2.13.0 only when no torch is importable) and
+# install this package in editable mode before doing their job.
+PY ?= python3
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+OUT ?= runs/quickstart
+
+.PHONY: venv quickstart test lint clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml setup.py
+	test -x $(VPY) || $(PY) -m venv --system-site-packages $(VENV)
+	$(VPY) -c "import torch" 2>/dev/null || $(VPY) -m pip install "torch==2.13.0"
+	$(VPY) -m pip install --no-build-isolation -e ".[test]"
+	touch $@
+
+quickstart: venv
+	$(VPY) -m arcdae_fast.train --config quickstart.yaml --out $(OUT)
+
+test: venv
+	$(VPY) -m pytest -q tests
+
+lint: venv
+	$(VPY) -m pip install -q ruff && $(VPY) -m ruff check . && $(VPY) -m ruff format --check .
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,194 @@
+"""Variance-preserving diffusion math (SPEC section 1), the TGA gate omega(t) and the TAPA
+strength gamma(t) (SPEC sections 2 and 4), and a DDIM sampler / inverter conditioned on z.
+
+Timesteps are integer indices i in {0..T-1}; the continuous time is t = (i + 1) / T.
+Tables are built once in float64; look-ups return float32 on the index's device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from .ops.snr_gate import gate_from_log_snr
+
+SCHEDULES = ("linear", "cosine")
+PARAMETERIZATIONS = ("eps", "v", "x0")
+
+
+def _alphas_cumprod(kind: str, T: int) -> torch.Tensor:
+    if kind == "linear":  # DDPM / DiffAE: betas linear in [1e-4, 0.02] for T = 1000
+        betas = torch.linspace(1e-4 * 1000 / T, 0.02 * 1000 / T, T, dtype=torch.float64)
+    elif kind == "cosine":  # Nichol & Dhariwal (2021), s = 0.008, betas clipped at 0.999
+        s = 0.008
+        t = torch.arange(T + 1, dtype=torch.float64) / T
+        f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
+        betas = (1 - f[1:] / f[:-1]).clamp(max=0.999)
+    else:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {kind!r}")
+    return torch.cumprod(1 - betas, dim=0)
+
+
+class VPSchedule:
+    """alpha_t = sqrt(alphabar_t), sigma_t = sqrt(1 - alphabar_t), SNR = alpha^2 / sigma^2.
+
+    Example:
+        >>> s = VPSchedule("linear", 1000)
+        >>> alpha, sigma = s.alpha_sigma(torch.tensor([0, 999]))
+    """
+
+    def __init__(self, kind: str = "linear", T: int = 1000):
+        if not isinstance(T, int) or T < 2:
+            raise ValueError(f"T must be an int >= 2, got {T!r}")
+        self.kind, self.T = kind, T
+        ab = _alphas_cumprod(kind, T)
+        self.alphas_cumprod = ab  # float64 (T,)
+        self.log_snr_table = torch.log(ab) - torch.log1p(-ab)  # float64, no overflow
+        self._cache: dict[torch.device, tuple[torch.Tensor, ...]] = {}
+
+    def _tables(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        if device not in self._cache:
+            ab = self.alphas_cumprod
+            tabs = (ab.sqrt(), (1 - ab).sqrt(), self.log_snr_table)
+            self._cache[device] = tuple(x.to(device=device, dtype=torch.float32) for x in tabs)
+        return self._cache[device]
+
+    def _check(self, i: torch.Tensor) -> torch.Tensor:
+        if not isinstance(i, torch.Tensor) or i.dtype not in (torch.int32, torch.int64):
+            raise TypeError(f"timestep index must be an integer tensor, got {i!r:.80}")
+        return i.long()
+
+    def t_continuous(self, i: torch.Tensor) -> torch.Tensor:
+        """t = (i + 1) / T in (0, 1], float32."""
+        return (self._check(i) + 1).float() / self.T
+
+    def alpha_sigma(self, i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        i = self._check(i)
+        a, s, _ = self._tables(i.device)
+        return a[i], s[i]
+
+    def log_snr(self, i: torch.Tensor) -> torch.Tensor:
+        i = self._check(i)
+        return self._tables(i.device)[2][i]
+
+    def snr(self, i: torch.Tensor) -> torch.Tensor:
+        return self.log_snr(i).exp()
+
+    def omega(self, i: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+        """TGA gate omega(t) = sigmoid(log SNR(t) / tau) (SPEC section 4)."""
+        if not tau > 0:
+            raise ValueError(f"tau must be > 0, got {tau!r}")
+        return gate_from_log_snr(self.log_snr(i), tau)
+
+    def gamma(self, i: torch.Tensor, gamma_max: float = 1.0, p: float = 1.0) -> torch.Tensor:
+        """TAPA strength gamma(t) = gamma_max * t^p, clamped to [0, 1] (SPEC section 2)."""
+        return (gamma_max * self.t_continuous(i) ** p).clamp(0.0, 1.0)
+
+    def q_sample(self, x0: torch.Tensor, i: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """x_t = alpha_t * x0 + sigma_t * noise, per sample."""
+        a, s = self.alpha_sigma(i)
+        shape = (-1,) + (1,) * (x0.dim() - 1)
+        return a.view(shape).to(x0.dtype) * x0 + s.view(shape).to(x0.dtype) * noise
+
+    def sample_timesteps(
+        self, n: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    ) -> torch.Tensor:
+        return torch.randint(0, self.T, (n,), generator=generator, device=device)
+
+
+def training_target(
+    param: str, x0: torch.Tensor, noise: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor
+) -> torch.Tensor:
+    """What the denoiser regresses for parameterization eps / v / x0."""
+    if param == "eps":
+        return noise
+    if param == "x0":
+        return x0
+    if param == "v":
+        return _bc(alpha, x0) * noise - _bc(sigma, x0) * x0
+    raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {param!r}")
+
+
+def split_prediction(
+    param: str, pred: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Turn a network output into (x0_hat, eps_hat)."""
+    a, s = _bc(alpha, x_t), _bc(sigma, x_t)
+    if param == "eps":
+        return (x_t - s * pred) / a, pred
+    if param == "x0":
+        return pred, (x_t - a * pred) / s
+    if param == "v":
+        return a * x_t - s * pred, s * x_t + a * pred
+    raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {param!r}")
+
+
+def _bc(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.view((-1,) + (1,) * (like.dim() - 1)).to(like.dtype)
+
+
+def ddim_timesteps(T: int, steps: int) -> list[int]:
+    """Ascending, evenly spaced subsequence of {0..T-1} ending at T-1."""
+    if not 1 <= steps <= T:
+        raise ValueError(f"steps must be in [1, {T}], got {steps}")
+    seq = torch.linspace(0, T - 1, steps, dtype=torch.float64).round().long().unique()
+    return seq.tolist()
+
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def ddim_sample(
+    model: Denoiser,
+    z: torch.Tensor,
+    schedule: VPSchedule,
+    x_T: torch.Tensor,
+    steps: int = 50,
+    param: str = "eps",
+    clip: bool = True,
+) -> torch.Tensor:
+    """Deterministic DDIM (eta = 0) from x_T down to x_0, conditioned on z.
+
+    x_T is either random N(0, I) (the "tractable" decoding) or `ddim_invert(...)` of an image.
+    model(x_t, i, z) returns the network prediction in parameterization `param`.
+    """
+    seq = ddim_timesteps(schedule.T, steps)
+    x = x_T
+    for k in range(len(seq) - 1, -1, -1):
+        i = torch.full((x.shape[0],), seq[k], device=x.device, dtype=torch.long)
+        a, s = schedule.alpha_sigma(i)
+        x0, eps = split_prediction(param, model(x, i, z).to(x.dtype), x, a, s)
+        if clip:
+            x0 = x0.clamp(-1, 1)
+            eps = (x - _bc(a, x) * x0) / _bc(s, x)
+        if k == 0:
+            return x0
+        a_prev, s_prev = schedule.alpha_sigma(torch.full_like(i, seq[k - 1]))
+        x = _bc(a_prev, x) * x0 + _bc(s_prev, x) * eps
+    return x
+
+
+@torch.no_grad()
+def ddim_invert(
+    model: Denoiser,
+    x0: torch.Tensor,
+    z: torch.Tensor,
+    schedule: VPSchedule,
+    steps: int = 50,
+    param: str = "eps",
+) -> torch.Tensor:
+    """DDIM inversion: run the deterministic ODE from x_0 up to x_T (the last index T-1)."""
+    seq = ddim_timesteps(schedule.T, steps)
+    x = x0
+    for k in range(len(seq)):
+        i_prev = torch.full((x.shape[0],), seq[max(k - 1, 0)], device=x.device, dtype=torch.long)
+        pred = model(x, i_prev, z).to(x.dtype)
+        x0_hat, eps = split_prediction(param, pred, x, *schedule.alpha_sigma(i_prev))
+        if k == 0:  # x is the clean image itself (alphabar = 1)
+            x0_hat = x
+        a, s = schedule.alpha_sigma(torch.full_like(i_prev, seq[k]))
+        x = _bc(a, x) * x0_hat + _bc(s, x) * eps
+    return x

@@ -1,0 +1,203 @@
+"""The ArcDAE objective (SPEC section 4), composed from the public ops.
+
+    L = L_diff + lambda_align * (NCE(holo) + NCE(part, w = omega(t))) + lambda_jac * L_jac
+
+Presets (config `objective.preset`): `arcdae` (all terms) and `diffae` (lambda_align =
+lambda_jac = 0, no TAPA, no teacher, denoiser conditioned on the clean image's code).
+
+Randomness is drawn by `draw_inputs` and passed to `forward`, so two implementations of the
+step can be compared on identical timesteps, noise, augmentation parameters and probes.
+Choices the SPEC leaves open (documented here, configurable):
+- the student's input noise is an independent draw from the denoiser's (`share_noise: false`),
+  so the code cannot carry the very noise the denoiser must predict;
+- the teacher sees the clean image (strength 0 gives v^T = x0 exactly, so it is not augmented);
+- both InfoNCE terms use the teacher's codes as keys (stop-grad).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import Config
+from .diffusion import VPSchedule, training_target
+from .ema import ema_update, frozen_copy
+from .models.encoder import SemanticEncoder
+from .models.unet import UNet
+from .ops import hutchinson_penalty, sample_augment_params, snr_weighted_infonce, timestep_augment
+from .ops.hutchinson import probe_like
+
+TERMS = ("loss", "loss_diff", "loss_align", "loss_holo", "loss_part", "loss_jac")
+
+
+@dataclass
+class StepInputs:
+    """Everything random in one step (all on the batch's device)."""
+
+    t: torch.Tensor  # (B,) timestep indices
+    noise: torch.Tensor  # (B, 3, H, W) denoiser noise
+    noise_student: torch.Tensor  # (B, 3, H, W) student input noise
+    aug_params: torch.Tensor  # (B, 9) TAPA parameters
+    jac_vectors: torch.Tensor | None  # (probes, B, 3, H, W) Hutchinson probes, or None
+
+    def to(self, device: torch.device) -> StepInputs:
+        return StepInputs(
+            **{
+                f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
+                for f in fields(self)
+            }
+        )
+
+
+def build_encoder(cfg: Config) -> SemanticEncoder:
+    m = cfg.model
+    return SemanticEncoder(
+        resolution=cfg.data.resolution,
+        base_channels=m.enc_base_channels,
+        channel_mult=m.enc_channel_mult,
+        num_res_blocks=m.enc_num_res_blocks,
+        attn_resolutions=m.enc_attn_resolutions,
+        z_dim=m.z_dim,
+        num_parts=m.num_parts,
+        part_key_dim=m.part_key_dim,
+        part_dim=m.part_dim,
+        head_channels=m.head_channels,
+        max_groups=m.max_groups,
+        op_backend=cfg.objective.backend,
+    )
+
+
+def build_denoiser(cfg: Config) -> UNet:
+    m = cfg.model
+    return UNet(
+        resolution=cfg.data.resolution,
+        base_channels=m.base_channels,
+        channel_mult=m.channel_mult,
+        num_res_blocks=m.num_res_blocks,
+        attn_resolutions=m.attn_resolutions,
+        dropout=m.dropout,
+        z_dim=m.z_dim,
+        head_channels=m.head_channels,
+        max_groups=m.max_groups,
+        adagn_backend=cfg.objective.backend,
+    )
+
+
+class ArcDAE(nn.Module):
+    """Student encoder, EMA teacher (when enabled) and denoiser, with the loss."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = build_encoder(cfg)
+        self.teacher = frozen_copy(self.encoder) if cfg.objective.teacher else None
+        self.denoiser = build_denoiser(cfg)
+        self.schedule = VPSchedule(cfg.diffusion.schedule, cfg.diffusion.T)
+
+    def trainable(self) -> nn.ModuleDict:
+        """The modules the optimizer updates (and the evaluation EMA tracks)."""
+        return nn.ModuleDict({"encoder": self.encoder, "denoiser": self.denoiser})
+
+    def train(self, mode: bool = True) -> ArcDAE:
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()  # the teacher is never in training mode
+        return self
+
+    @torch.no_grad()
+    def update_teacher(self) -> None:
+        if self.teacher is not None:
+            ema_update(self.teacher, self.encoder, self.cfg.objective.teacher_momentum)
+
+    def draw_inputs(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> StepInputs:
+        o, b, dev = self.cfg.objective, x0.shape[0], x0.device
+        t = self.schedule.sample_timesteps(b, generator, dev)
+        noise = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype)
+        noise_s = (
+            noise
+            if o.share_noise
+            else torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype)
+        )
+        params = sample_augment_params(self.schedule.gamma(t, o.gamma_max, o.gamma_p), generator)
+        vectors = None
+        if o.lambda_jac > 0:
+            vectors = torch.stack(
+                [probe_like(x0, "rademacher", generator) for _ in range(o.jac_probes)]
+            )
+        return StepInputs(t, noise, noise_s, params, vectors)
+
+    def forward(self, x0: torch.Tensor, inp: StepInputs, step: int = 0) -> dict[str, torch.Tensor]:
+        """All loss terms (scalars) for images x0 (B, 3, H, W) in [-1, 1]."""
+        o, param = self.cfg.objective, self.cfg.diffusion.parameterization
+        alpha, sigma = self.schedule.alpha_sigma(inp.t)
+        align = o.lambda_align > 0
+        jac = o.lambda_jac > 0 and step % o.jac_every == 0
+        zero = x0.new_zeros((), dtype=torch.float32)
+        out = dict.fromkeys(TERMS, zero)
+
+        z_teacher = None
+        if self.teacher is not None and (align or o.cond == "teacher"):
+            with torch.no_grad():
+                z_teacher = self.teacher(x0, parts=align)  # clean view: aug(x0, 0) = x0
+        z_student = x_student = None
+        if align or jac or o.cond == "student":
+            x_student, _ = timestep_augment(
+                x0, inp.aug_params, alpha, sigma, inp.noise_student, backend=o.backend
+            )
+            z_student = self.encoder(x_student, parts=align)
+
+        cond = {
+            "student": lambda: z_student.holo,
+            "teacher": lambda: z_teacher.holo,
+            "clean": lambda: self.encoder(x0, parts=False).holo,
+        }[o.cond]()
+        x_t = self.schedule.q_sample(x0, inp.t, inp.noise)
+        pred = self.denoiser(x_t, inp.t, cond)
+        target = training_target(param, x0, inp.noise, alpha, sigma)
+        out["loss_diff"] = F.mse_loss(pred.float(), target.float())
+
+        if align:
+            out["loss_holo"] = snr_weighted_infonce(
+                z_student.holo,
+                z_teacher.holo,
+                None,
+                o.tau_nce,
+                symmetric=o.symmetric,
+                backend=o.backend,
+            )
+            if z_student.part is not None:
+                k = z_student.part.shape[1]
+                w = self.schedule.omega(inp.t, o.tau_snr).repeat_interleave(k)
+                out["loss_part"] = snr_weighted_infonce(
+                    z_student.part.flatten(0, 1),
+                    z_teacher.part.flatten(0, 1),
+                    w,
+                    o.tau_nce,
+                    symmetric=o.symmetric,
+                    backend=o.backend,
+                )
+            out["loss_align"] = out["loss_holo"] + out["loss_part"]
+        if jac:
+            pen = hutchinson_penalty(
+                self.encoder.holo,
+                x_student,
+                sigma.float() ** 2,
+                estimator=o.jac_estimator,
+                probes=o.jac_probes,
+                fd_eps=o.fd_eps,
+                vectors=inp.jac_vectors,
+                fx=z_student.holo if o.jac_estimator == "fd" else None,
+            )
+            out["loss_jac"] = pen.mean() * o.jac_every
+        out["loss"] = (
+            out["loss_diff"] + o.lambda_align * out["loss_align"] + o.lambda_jac * out["loss_jac"]
+        )
+        return out
+
+    @torch.no_grad()
+    def encode(self, x0: torch.Tensor) -> torch.Tensor:
+        """Inference code: encoder at t = 0 (no noise, no augmentation)."""
+        return self.encoder(x0, parts=False).holo

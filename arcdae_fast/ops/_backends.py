@@ -1,0 +1,122 @@
+"""Backend registry for the public ops.
+
+Each op (e.g. "infonce") has implementations ("reference", "triton", "cpp", "cuda") that
+register here with the devices and dtypes they handle, a per-device priority and a probe
+that explains why they cannot run. `resolve()` picks one:
+
+- an explicit `backend=` argument other than "auto" is forced: if it cannot run on the given
+  device/dtype, a RuntimeError lists every reason (never a silent fallback);
+- with `backend="auto"`, the environment variable ARCDAE_FAST_BACKEND forces a choice, either
+  for all ops (`ARCDAE_FAST_BACKEND=reference`) or per op
+  (`ARCDAE_FAST_BACKEND=infonce=triton,attn_pool=reference`);
+- otherwise the available backend with the highest priority for the device wins. A negative
+  priority means "only when forced" (e.g. Triton under TRITON_INTERPRET=1 on CPU, which is
+  correct but slow).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+ENV_VAR = "ARCDAE_FAST_BACKEND"
+
+
+@dataclass(frozen=True)
+class Backend:
+    op: str
+    name: str
+    fn: Callable
+    priority: dict[str, int]  # device type -> priority; absent = device unsupported
+    dtypes: tuple[torch.dtype, ...]
+    probe: Callable[[], list[str]] = field(default=lambda: [])  # global unavailability reasons
+
+    def reasons(self, device: torch.device, dtype: torch.dtype) -> list[str]:
+        out = list(self.probe())
+        if device.type not in self.priority:
+            out.append(
+                f"device {device.type!r} not supported (supports "
+                f"{', '.join(sorted(self.priority))})"
+            )
+        if dtype not in self.dtypes:
+            out.append(f"dtype {str(dtype).replace('torch.', '')} not supported")
+        return out
+
+
+_REGISTRY: dict[str, dict[str, Backend]] = {}
+
+
+def register(
+    op: str,
+    name: str,
+    fn: Callable,
+    *,
+    priority: dict[str, int],
+    dtypes: Sequence[torch.dtype],
+    probe: Callable[[], list[str]] | None = None,
+) -> None:
+    _REGISTRY.setdefault(op, {})[name] = Backend(
+        op, name, fn, dict(priority), tuple(dtypes), probe or (lambda: [])
+    )
+
+
+def backends(op: str) -> dict[str, Backend]:
+    if op not in _REGISTRY:
+        raise KeyError(f"unknown op {op!r}; registered ops: {sorted(_REGISTRY)}")
+    return _REGISTRY[op]
+
+
+def ops() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def _env_choice(op: str) -> str | None:
+    raw = os.environ.get(ENV_VAR, "").strip()
+    if not raw:
+        return None
+    if "=" not in raw:
+        return raw
+    for item in raw.split(","):
+        key, _, val = item.partition("=")
+        if key.strip() == op:
+            return val.strip()
+    return None
+
+
+def resolve(op: str, backend: str, device: torch.device, dtype: torch.dtype) -> Backend:
+    """Choose the implementation of `op` for inputs on `device` with `dtype`."""
+    table = backends(op)
+    if not isinstance(backend, str):
+        raise TypeError(f"{op}: argument 'backend' must be a str, got {type(backend).__name__}")
+    source = "argument 'backend'"
+    if backend == "auto":
+        env = _env_choice(op)
+        if env is not None and env != "auto":
+            backend, source = env, f"environment variable {ENV_VAR}"
+    if backend != "auto":
+        if backend not in table:
+            raise ValueError(
+                f"{op}: unknown backend {backend!r} (from {source}); known: "
+                f"{', '.join(['auto', *sorted(table)])}"
+            )
+        why = table[backend].reasons(device, dtype)
+        if why:
+            raise RuntimeError(
+                f"{op}: backend {backend!r} (from {source}) cannot run on "
+                f"{device.type}/{str(dtype).replace('torch.', '')}: " + "; ".join(why)
+            )
+        return table[backend]
+    ok = [
+        b
+        for b in table.values()
+        if b.priority.get(device.type, -1) >= 0 and not b.reasons(device, dtype)
+    ]
+    if not ok:
+        why = {
+            name: b.reasons(device, dtype) or ["only used when forced"] for name, b in table.items()
+        }
+        raise RuntimeError(f"{op}: no backend can run on {device.type}/{dtype}: {why}")
+    return max(ok, key=lambda b: b.priority[device.type])

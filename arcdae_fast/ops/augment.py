@@ -1,0 +1,157 @@
+"""TAPA augmentation + noising (SPEC section 2): parameter sampler, public apply op, reference.
+
+Parameter layout (float32, (B, 9)): (cx, cy, w, h, flip, brightness, contrast, saturation,
+hue_shift). Crop values are in units of the image side (w of the width, h of the height).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import _backends
+from ._validate import check_nonempty, check_tensor
+
+OP = "timestep_augment"
+N_PARAMS = 9
+GRAY = (0.299, 0.587, 0.114)
+# RGB -> YIQ (rows Y, I, Q); its first row is GRAY, so a hue rotation keeps the gray value.
+YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
+MIN_AREA, MAX_LOG_ASPECT, COLOR_RANGE, HUE_RANGE = 0.35, math.log(4 / 3), 0.4, 0.1
+
+
+def sample_augment_params(
+    strength: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Draw per-sample augmentation parameters whose ranges grow with strength s in [0, 1].
+
+    strength: (B,) float. Returns float32 (B, 9) on strength's device, following SPEC
+    section 2: a ~ U(1 - 0.65 s, 1), r = exp(U(-s ln 4/3, s ln 4/3)), w = min(sqrt(a r), 1),
+    h = min(sqrt(a / r), 1), centre uniform where the crop fits, flip ~ Bernoulli(s / 2),
+    brightness/contrast/saturation ~ U(1 - 0.4 s, 1 + 0.4 s), hue ~ U(-0.1 s, 0.1 s).
+    Strength 0 gives exactly (0.5, 0.5, 1, 1, 0, 1, 1, 1, 0): the identity.
+    Random numbers come from `generator` (on its device) when given.
+    """
+    op = "sample_augment_params"
+    check_tensor(op, "strength", strength, shape=("B",))
+    s = strength.to(torch.float32)
+    if not bool(((s >= 0) & (s <= 1)).all()):
+        bad = s[~((s >= 0) & (s <= 1))][:4].tolist()
+        raise ValueError(f"{op}: argument 'strength' must lie in [0, 1], got values {bad}")
+    dev = generator.device if generator is not None else s.device
+    u = torch.rand((s.shape[0], N_PARAMS), generator=generator, device=dev).to(s.device)
+    a = 1 - s * (1 - MIN_AREA) * u[:, 0]
+    r = torch.exp(s * MAX_LOG_ASPECT * (2 * u[:, 1] - 1))
+    w = torch.sqrt(a * r).clamp(max=1.0)
+    h = torch.sqrt(a / r).clamp(max=1.0)
+    cx = w / 2 + (1 - w) * u[:, 2]
+    cy = h / 2 + (1 - h) * u[:, 3]
+    flip = (u[:, 4] < 0.5 * s).to(torch.float32)
+    b, c, q = (1 + COLOR_RANGE * s * (2 * u[:, k] - 1) for k in (5, 6, 7))
+    hue = HUE_RANGE * s * (2 * u[:, 8] - 1)
+    return torch.stack([cx, cy, w, h, flip, b, c, q, hue], dim=1)
+
+
+def timestep_augment(
+    x: torch.Tensor,
+    params: torch.Tensor,
+    alpha: torch.Tensor,
+    sigma: torch.Tensor,
+    noise: torch.Tensor,
+    *,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply augmentation `params` to images x in [-1, 1], then noise them.
+
+    x, noise: (B, 3, H, W); params: (B, 9) from `sample_augment_params`; alpha, sigma: (B,).
+    Returns (x_t, view), both like x: view = aug(x) in [-1, 1] and
+    x_t = alpha * view + sigma * noise. Steps (SPEC section 2), in [0, 1] pixel space:
+    crop + flip by bilinear resampling to the same size (border clamp), brightness (x * b),
+    contrast around the view's mean gray, saturation (blend with the pixel's gray), hue
+    (rotation by 2 pi h of the YIQ chroma plane), clamp to [0, 1]. No clamp between steps.
+    Computed in float32 for bf16/fp16 inputs. Not differentiable (a data transform).
+    """
+    check_tensor(OP, "x", x, shape=("B", 3, "H", "W"))
+    b = x.shape[0]
+    check_tensor(OP, "params", params, shape=(b, N_PARAMS), device=x.device)
+    check_tensor(OP, "alpha", alpha, shape=(b,), device=x.device)
+    check_tensor(OP, "sigma", sigma, shape=(b,), device=x.device)
+    check_tensor(OP, "noise", noise, shape=tuple(x.shape), device=x.device)
+    check_nonempty(OP, "x", x)
+    impl = _backends.resolve(OP, backend, x.device, x.dtype)
+    return impl.fn(x, params, alpha, sigma, noise)
+
+
+def hue_matrices(hue: torch.Tensor) -> torch.Tensor:
+    """Per-sample 3x3 RGB matrices M = I + Tinv[:, 1:] (R(2 pi h) - I) T[1:], (B, 3, 3).
+
+    Written as identity plus a correction so that h = 0 gives exactly the identity."""
+    t = torch.tensor(YIQ, dtype=torch.float64)
+    t_inv = torch.linalg.inv(t)
+    theta = 2 * math.pi * hue.to(torch.float64)
+    cos, sin = torch.cos(theta) - 1, torch.sin(theta)
+    rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+    t_inv, t = t_inv.to(hue.device), t.to(hue.device)
+    corr = t_inv[:, 1:] @ rot @ t[1:, :]
+    return (torch.eye(3, dtype=torch.float64, device=hue.device) + corr).to(hue.dtype)
+
+
+def _bilinear_axis(img: torch.Tensor, src: torch.Tensor, dim: int) -> torch.Tensor:
+    """Resample `img` along `dim` at per-sample pixel coordinates src (B, L), border clamp."""
+    size = img.shape[dim]
+    pos = src.clamp(0, size - 1)
+    lo = pos.floor()
+    frac = pos - lo
+    lo = lo.long()
+    hi = (lo + 1).clamp(max=size - 1)
+    shape = [img.shape[0], 1, 1, 1]
+    shape[dim] = src.shape[1]
+    out_shape = list(img.shape)
+    out_shape[dim] = src.shape[1]
+    a = torch.gather(img, dim, lo.view(shape).expand(out_shape))
+    b = torch.gather(img, dim, hi.view(shape).expand(out_shape))
+    f = frac.view(shape)
+    return a + (b - a) * f
+
+
+def timestep_augment_reference(
+    x: torch.Tensor,
+    params: torch.Tensor,
+    alpha: torch.Tensor,
+    sigma: torch.Tensor,
+    noise: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eager ground truth, step by step as SPEC section 2 states."""
+    ct = torch.float64 if x.dtype == torch.float64 else torch.float32
+    B, _, H, W = x.shape
+    p = params.to(ct)
+    cx, cy, w, h, flip, bright, contrast, sat, hue = p.unbind(1)
+    img = (x.to(ct) + 1) * 0.5
+    # crop + flip: output pixel centre u = (j + 0.5) / W -> source cx + (u - 0.5) w (u mirrored
+    # first when flipping), in pixel units u * W - 0.5 (align_corners=False convention).
+    u = (torch.arange(W, device=x.device, dtype=ct) + 0.5) / W
+    v = (torch.arange(H, device=x.device, dtype=ct) + 0.5) / H
+    u = torch.where(flip[:, None] > 0.5, 1 - u, u)
+    src_x = (cx[:, None] + (u - 0.5) * w[:, None]) * W - 0.5
+    src_y = (cy[:, None] + (v[None, :] - 0.5) * h[:, None]) * H - 0.5
+    img = _bilinear_axis(_bilinear_axis(img, src_y, 2), src_x, 3)
+    gray_w = torch.tensor(GRAY, dtype=ct, device=x.device).view(1, 3, 1, 1)
+    img = img * bright.view(B, 1, 1, 1)
+    mean_gray = (img * gray_w).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+    img = (img - mean_gray) * contrast.view(B, 1, 1, 1) + mean_gray
+    gray = (img * gray_w).sum(1, keepdim=True)
+    img = (img - gray) * sat.view(B, 1, 1, 1) + gray
+    img = torch.einsum("bij,bjhw->bihw", hue_matrices(hue), img)
+    view = img.clamp(0, 1) * 2 - 1
+    x_t = alpha.to(ct).view(B, 1, 1, 1) * view + sigma.to(ct).view(B, 1, 1, 1) * noise.to(ct)
+    return x_t.to(x.dtype), view.to(x.dtype)
+
+
+_backends.register(
+    OP,
+    "reference",
+    timestep_augment_reference,
+    priority={"cpu": 0, "cuda": 0, "mps": 0, "meta": 0},
+    dtypes=(torch.float32, torch.float64, torch.float16, torch.bfloat16),
+)

@@ -1,0 +1,313 @@
+"""`python -m arcdae_fast.train --config quickstart.yaml --out runs/q [--max-steps N] [k=v ...]`
+
+Trains an ArcDAE model. Writes into --out: config.yaml, metrics.jsonl (one JSON line per
+logged step), samples/recon_XXXXXXXX.png and checkpoints/ckpt_XXXXXXXX.pt (atomic). Started
+again with the same --out it resumes from the newest checkpoint and continues exactly where it
+stopped. SIGINT/SIGTERM finish the current step, save a checkpoint and exit (130/143). A
+non-finite loss stops the run (exit 1) without touching the checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from . import checkpoint
+from .config import RESUME_MUTABLE, Config, ConfigError, diff_keys, load_config
+from .data.datasets import DataError, collate
+from .data.loader import build_dataset, build_loader
+from .ema import frozen_copy
+from .objective import TERMS, ArcDAE
+from .step import NonFiniteLoss, ReferenceStep, build_optimizer
+from .viz import reconstruction_grid
+
+LOGGED = (*TERMS, "grad_norm")
+
+
+def step_seed(seed: int, step: int) -> int:
+    """Seed of all randomness of one step (timesteps, noise, augmentation, dropout)."""
+    return (seed * 1_000_003 + step * 7_919 + 12_345) % (2**63 - 1)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "config: train.device='cuda' but CUDA is not available here "
+            "(use train.device=auto or cpu)"
+        )
+    return torch.device(name)
+
+
+class _Signals:
+    """First SIGINT/SIGTERM: stop after the current step (checkpoint saved). Second: abort."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(
+            f"\nreceived {signal.Signals(signum).name}: saving a checkpoint after this step",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, out: Path, progress: bool = True):
+        self.cfg, self.out, self.progress = cfg, Path(out), progress
+        self.device = pick_device(cfg.train.device)
+        self.ckpt_dir = self.out / "checkpoints"
+        self.metrics_path = self.out / "metrics.jsonl"
+
+    def _state(self, step: int) -> dict[str, Any]:
+        return {
+            "step": step,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "config": self.cfg.to_dict(),
+            "torch_version": torch.__version__,
+        }
+
+    def _resume(self) -> int:
+        found = checkpoint.load_latest(self.ckpt_dir, map_location=self.device)
+        if found is None:
+            return 0
+        step, state, path = found
+        changed = [
+            k for k in diff_keys(state["config"], self.cfg.to_dict()) if k not in RESUME_MUTABLE
+        ]
+        if changed:
+            raise ConfigError(
+                f"config: {self.out} holds a run with a different configuration "
+                f"(differs in: {', '.join(changed)}); resume it with the same "
+                "config or choose another --out"
+            )
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        print(f"resuming from {path} (step {step})", file=sys.stderr)
+        return step
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop metric lines written after the checkpoint we resume from."""
+        if not self.metrics_path.exists():
+            return
+        keep = [
+            ln
+            for ln in self.metrics_path.read_text().splitlines()
+            if ln.strip() and json.loads(ln)["step"] <= step
+        ]
+        checkpoint.atomic_write(
+            self.metrics_path, lambda f: f.write("".join(k + "\n" for k in keep).encode())
+        )
+
+    def _save(self, step: int) -> Path:
+        return checkpoint.save(
+            self.ckpt_dir, step, self._state(step), self.cfg.train.keep_checkpoints
+        )
+
+    def _grid(self, step: int, fixed: torch.Tensor) -> None:
+        reconstruction_grid(
+            self.out / "samples" / f"recon_{step:08d}.png",
+            self.ema["encoder"],
+            self.ema["denoiser"],
+            fixed,
+            self.model.schedule,
+            steps=self.cfg.train.sample_steps,
+            param=self.cfg.diffusion.parameterization,
+            seed=self.cfg.train.seed,
+        )
+
+    def run(self) -> int:
+        cfg, tc = self.cfg, self.cfg.train
+        if tc.num_threads:
+            torch.set_num_threads(tc.num_threads)
+        torch.manual_seed(tc.seed)
+        dataset = build_dataset(cfg.data)
+        self.model = ArcDAE(cfg).to(self.device)
+        self.ema = frozen_copy(self.model.trainable())
+        self.opt, self.sched = build_optimizer(
+            self.model, tc.lr, tc.adam_betas, tc.weight_decay, tc.warmup_steps
+        )
+        start = self._resume()
+        self.out.mkdir(parents=True, exist_ok=True)
+        checkpoint.atomic_write(
+            self.out / "config.yaml", lambda f: f.write(yaml.safe_dump(cfg.to_dict()).encode())
+        )
+        self._truncate_metrics(start)
+        if start >= tc.max_steps:
+            print(
+                f"{self.out} is already at step {start} >= train.max_steps={tc.max_steps}; "
+                "nothing to do",
+                file=sys.stderr,
+            )
+            return 0
+        step_fn = ReferenceStep(
+            self.model,
+            self.ema,
+            self.opt,
+            self.sched,
+            grad_clip=tc.grad_clip,
+            ema_decay=tc.ema_decay,
+            precision=tc.precision,
+        )
+        loader = build_loader(
+            dataset,
+            cfg.data,
+            tc.batch_size,
+            seed=tc.seed,
+            start_step=start,
+            pin_memory=self.device.type == "cuda",
+        )
+        fixed = collate([dataset[i] for i in range(min(8, len(dataset)))])["image"].to(self.device)
+        print(
+            f"training {len(dataset)} images at {cfg.data.resolution}px on {self.device} "
+            f"(loader: {cfg.data.loader}, objective: {cfg.objective.preset}) -> {self.out}",
+            file=sys.stderr,
+        )
+        return self._loop(step_fn, loader, start, fixed)
+
+    def _loop(self, step_fn: ReferenceStep, loader: Any, start: int, fixed: torch.Tensor) -> int:
+        tc = self.cfg.train
+        bar = tqdm(
+            total=tc.max_steps,
+            initial=start,
+            disable=not self.progress,
+            unit="step",
+            dynamic_ncols=True,
+        )
+        window: dict[str, float] = {}
+        n_win, imgs, skipped, t0 = 0, 0, 0, time.perf_counter()
+        step = start
+        with _Signals() as sig, open(self.metrics_path, "a") as metrics:
+            for batch in loader:
+                skipped += batch["skipped"]
+                if "image" not in batch:
+                    print(
+                        f"warning: every image of the batch for step {step} was unreadable; "
+                        "skipping the step",
+                        file=sys.stderr,
+                    )
+                    step += 1
+                    continue
+                x0 = batch["image"].to(self.device, non_blocking=True)
+                seed = step_seed(tc.seed, step)
+                torch.manual_seed(seed)  # dropout
+                gen = torch.Generator(device=self.device).manual_seed(seed)
+                inputs = self.model.draw_inputs(x0, gen)
+                try:
+                    out = step_fn(x0, inputs, step)
+                except NonFiniteLoss as e:
+                    last = checkpoint.list_checkpoints(self.ckpt_dir)
+                    where = (
+                        f"the last good checkpoint is {last[-1][1]} (step {last[-1][0]})"
+                        if last
+                        else "no checkpoint was written before it"
+                    )
+                    print(
+                        f"error: {e}. Stopping; {where}. Try a lower train.lr or train.grad_clip.",
+                        file=sys.stderr,
+                    )
+                    return 1
+                step += 1
+                for k in LOGGED:
+                    if k in out:
+                        window[k] = window.get(k, 0.0) + float(out[k])
+                n_win, imgs = n_win + 1, imgs + x0.shape[0]
+                if step % tc.log_every == 0 or step == tc.max_steps:
+                    dt = time.perf_counter() - t0
+                    rec = {
+                        "step": step,
+                        **{k: v / n_win for k, v in window.items()},
+                        "img_per_s": imgs / dt,
+                        "lr": self.sched.get_last_lr()[0],
+                        "skipped_images": skipped,
+                    }
+                    metrics.write(json.dumps(rec) + "\n")
+                    metrics.flush()
+                    bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['img_per_s']:.1f}")
+                    window, n_win, imgs, t0 = {}, 0, 0, time.perf_counter()
+                bar.update(1)
+                if tc.sample_every and step % tc.sample_every == 0:
+                    self._grid(step, fixed)
+                done = step >= tc.max_steps
+                if done or step % tc.ckpt_every == 0 or sig.signum is not None:
+                    path = self._save(step)
+                if sig.signum is not None:
+                    bar.close()
+                    print(
+                        f"stopped by {signal.Signals(sig.signum).name} at step {step}; "
+                        f"checkpoint {path}",
+                        file=sys.stderr,
+                    )
+                    return 128 + sig.signum
+                if done:
+                    break
+        bar.close()
+        if tc.sample_every and step % tc.sample_every:
+            self._grid(step, fixed)
+        print(f"done: {step} steps; checkpoint {path}", file=sys.stderr)
+        return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m arcdae_fast.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--config",
+        required=True,
+        help="a YAML file, or a packaged preset (quickstart.yaml, ffhq.yaml, ...)",
+    )
+    p.add_argument("--out", default=None, help="run folder (default runs/<config name>)")
+    p.add_argument("--max-steps", type=int, default=None, help="same as train.max_steps=N")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        overrides = list(args.overrides)
+        if args.max_steps is not None:
+            overrides.append(f"train.max_steps={args.max_steps}")
+        cfg = load_config(args.config, overrides)
+        out = Path(args.out or Path("runs") / Path(args.config).stem)
+        return Trainer(cfg, out, progress=not args.no_progress).run()
+    except (ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

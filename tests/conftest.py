@@ -1,0 +1,74 @@
+"""Shared fixtures: a tiny model configuration and the bundled dataset at 16 px."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def tiny_raw(root: Path) -> dict:
+    """A complete config small enough for CPU tests (a step takes a few ms)."""
+    return {
+        "data": {
+            "dataset": "synthetic",
+            "root": str(root),
+            "resolution": 16,
+            "synthetic_count": 64,
+            "synthetic_size": 16,
+        },
+        "model": {
+            "base_channels": 8,
+            "channel_mult": [1, 2],
+            "num_res_blocks": 1,
+            "attn_resolutions": [8],
+            "dropout": 0.1,
+            "head_channels": 8,
+            "max_groups": 4,
+            "enc_base_channels": 8,
+            "enc_channel_mult": [1, 2, 2],
+            "enc_num_res_blocks": 1,
+            "enc_attn_resolutions": [4],
+            "z_dim": 16,
+            "num_parts": 2,
+            "part_key_dim": 8,
+            "part_dim": 8,
+        },
+        "objective": {"preset": "arcdae"},
+        "train": {
+            "batch_size": 8,
+            "lr": 1e-3,
+            "max_steps": 4,
+            "log_every": 1,
+            "ckpt_every": 2,
+            "sample_every": 2,
+            "sample_steps": 2,
+            "ema_decay": 0.9,
+            "device": "cpu",
+        },
+    }
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from arcdae_fast.data.synthetic import generate
+
+    return generate(tmp_path_factory.mktemp("data") / "synth", count=64, size=16)
+
+
+@pytest.fixture
+def tiny_config_file(tmp_path: Path, synth_root: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_raw(synth_root)))
+    return path
+
+
+@pytest.fixture
+def tiny_cfg(synth_root: Path):
+    from arcdae_fast.config import from_dict
+
+    return from_dict(tiny_raw(synth_root))

@@ -1,0 +1,1 @@
+"""Datasets, the bundled synthetic data and the input pipelines."""

@@ -1,0 +1,161 @@
+"""Image datasets read with PIL: image folders (recursive), FFHQ, CelebA-format (CelebA itself
+and the bundled synthetic faces). Items are indexed by (index, flip) pairs from the sampler.
+
+An image that cannot be decoded is not fatal: the item comes back as `Skipped`, the collate
+function drops it, warns once naming the file and counts it in the batch.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .attrs import SPLITS, AnnotationError, read_partition, read_table
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+# DiffAE / D2C CelebA crop: 128 x 128 box centred at (89, 121) of the 178 x 218 aligned images
+CELEBA_CROP_BOX = (25, 57, 153, 185)
+
+FFHQ_HELP = ("FFHQ is not downloaded automatically. Get it from "
+             "https://github.com/NVlabs/ffhq-dataset (the 'thumbnails128x128' folder for 128 px "
+             "training, or 'images1024x1024'), keep its layout (numbered subfolders 00000/, "
+             "01000/, ... holding the PNGs) and set data.root to that folder, e.g. "
+             "`python -m arcdae_fast.train --config ffhq.yaml data.root=/data/ffhq/thumbnails128x128`.")
+CELEBA_HELP = ("CelebA is not downloaded automatically. Get it from "
+               "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html and lay it out as "
+               "ROOT/img_align_celeba/*.jpg, ROOT/list_attr_celeba.txt and "
+               "ROOT/list_eval_partition.txt, then set data.root=ROOT.")
+
+
+class DataError(ValueError):
+    """A dataset problem reported to the user without a traceback."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+def list_images(root: str | Path, help_text: str = "") -> list[Path]:
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"data.root {str(root)!r} does not exist. {help_text}".strip())
+    if not root.is_dir():
+        raise DataError(f"data.root {str(root)!r} is not a folder")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+    if not files:
+        raise DataError(f"no images ({', '.join(IMAGE_EXTS)}) found under {str(root)!r} "
+                        f"(searched recursively). {help_text}".strip())
+    return files
+
+
+def load_image(path: Path, resolution: int, crop_box: tuple[int, int, int, int] | None = None,
+               flip: bool = False) -> torch.Tensor:
+    """Decode, optional fixed crop, resize the shorter side to `resolution` (antialiased),
+    centre crop, optional horizontal flip; float32 (3, R, R) in [-1, 1]."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if crop_box is not None:
+            im = im.crop(crop_box)
+        w, h = im.size
+        s = resolution / min(w, h)
+        if (w, h) != (resolution, resolution):
+            im = im.resize((max(resolution, round(w * s)), max(resolution, round(h * s))),
+                           Image.BICUBIC, reducing_gap=None)
+            w, h = im.size
+            left, top = (w - resolution) // 2, (h - resolution) // 2
+            im = im.crop((left, top, left + resolution, top + resolution))
+        arr = np.asarray(im, dtype=np.uint8)
+    if flip:
+        arr = arr[:, ::-1]
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Files (+ optional per-file attributes / factors) -> dicts of tensors."""
+
+    def __init__(self, files: list[Path], resolution: int, *,
+                 attrs: np.ndarray | None = None, attr_names: list[str] | None = None,
+                 factors: np.ndarray | None = None, factor_names: list[str] | None = None,
+                 crop_box: tuple[int, int, int, int] | None = None):
+        self.files, self.resolution, self.crop_box = files, resolution, crop_box
+        self.attrs, self.attr_names = attrs, attr_names or []
+        self.factors, self.factor_names = factors, factor_names or []
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, key: int | tuple[int, bool]) -> dict | Skipped:
+        idx, flip = key if isinstance(key, tuple) else (key, False)
+        path = self.files[idx]
+        try:
+            img = load_image(path, self.resolution, self.crop_box, flip)
+        except (OSError, ValueError, SyntaxError) as e:  # PIL's decode errors
+            return Skipped(str(path), f"{type(e).__name__}: {e}")
+        item = {"image": img, "index": idx}
+        if self.attrs is not None:
+            item["attrs"] = torch.from_numpy(self.attrs[idx].astype(np.float32))
+        if self.factors is not None:
+            item["factors"] = torch.from_numpy(self.factors[idx].astype(np.float32))
+        return item
+
+
+_warned: set[str] = set()
+
+
+def collate(items: list[dict | Skipped]) -> dict:
+    """Stack good items; drop `Skipped` ones with a warning naming each file (once)."""
+    good = [it for it in items if not isinstance(it, Skipped)]
+    for it in items:
+        if isinstance(it, Skipped) and it.path not in _warned:
+            _warned.add(it.path)
+            warnings.warn(f"skipping unreadable image {it.path} ({it.reason})", stacklevel=2)
+    out: dict = {"skipped": len(items) - len(good)}
+    if good:
+        out["index"] = torch.tensor([it["index"] for it in good])
+        for k in ("image", "attrs", "factors"):
+            if k in good[0]:
+                out[k] = torch.stack([it[k] for it in good])
+    return out
+
+
+def celeba_format(root: Path, resolution: int, split: str, crop_box=None,
+                  help_text: str = "") -> ImageDataset:
+    """A CelebA-layout folder: img_align_celeba/ + list_attr_celeba.txt (+ partition,
+    + list_factors.txt for the bundled data). Attribute rows must match the image files."""
+    img_dir = root / "img_align_celeba"
+    if not img_dir.is_dir():
+        raise DataError(f"expected the folder {img_dir} (CelebA layout). {help_text}".strip())
+    present = {p.name for p in list_images(img_dir, help_text)}
+    try:
+        names, files, attrs = read_table(root / "list_attr_celeba.txt")
+        missing = [f for f in files if f not in present]
+        if missing:
+            raise DataError(f"{root / 'list_attr_celeba.txt'} lists {len(missing)} image(s) not "
+                            f"in {img_dir}, e.g. {missing[:3]}: the attribute file does not "
+                            "match the images")
+        keep = np.arange(len(files))
+        if split != "all":
+            part = read_partition(root / "list_eval_partition.txt")
+            keep = np.array([i for i, f in enumerate(files) if part.get(f) == SPLITS[split]],
+                            dtype=np.int64)
+            if keep.size == 0:
+                raise DataError(f"split {split!r} selects no images in {root}")
+        factors = fnames = None
+        if (root / "list_factors.txt").is_file():
+            fnames, ffiles, factors = read_table(root / "list_factors.txt", np.float32)
+            if ffiles != files:
+                raise DataError(f"{root / 'list_factors.txt'} does not list the same images "
+                                "as list_attr_celeba.txt")
+            factors = factors[keep]
+    except AnnotationError as e:
+        raise DataError(str(e)) from None
+    return ImageDataset([img_dir / files[i] for i in keep], resolution, attrs=attrs[keep],
+                        attr_names=names, factors=factors, factor_names=fnames,
+                        crop_box=crop_box)

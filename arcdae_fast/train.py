@@ -202,6 +202,7 @@ class Trainer:
             disable=not self.progress,
             unit="step",
             dynamic_ncols=True,
+            mininterval=0.5 if sys.stderr.isatty() else 30.0,  # logs get a line per 30 s
         )
         window: dict[str, float] = {}
         n_win, imgs, skipped, t0 = 0, 0, 0, time.perf_counter()

@@ -19,11 +19,13 @@ class AnnotationError(ValueError):
     pass
 
 
-def write_table(path: Path, names: list[str], files: list[str], values: np.ndarray,
-                fmt: str = "{:2d}") -> None:
+def write_table(
+    path: Path, names: list[str], files: list[str], values: np.ndarray, fmt: str = "{:2d}"
+) -> None:
     lines = [str(len(files)), " ".join(names)]
-    lines += [f"{f} " + " ".join(fmt.format(v) for v in row)
-              for f, row in zip(files, values.tolist())]
+    lines += [
+        f"{f} " + " ".join(fmt.format(v) for v in row) for f, row in zip(files, values.tolist())
+    ]
     Path(path).write_text("\n".join(lines) + "\n")
 
 
@@ -46,14 +48,20 @@ def read_table(path: Path, dtype: type = np.int8) -> tuple[list[str], list[str],
     files, vals = [], []
     for n, parts in enumerate(rows, start=3):
         if len(parts) != len(names) + 1:
-            raise AnnotationError(f"{path}: line {n} has {len(parts) - 1} values, expected "
-                                  f"{len(names)} (one per attribute)")
+            raise AnnotationError(
+                f"{path}: line {n} has {len(parts) - 1} values, expected "
+                f"{len(names)} (one per attribute)"
+            )
         files.append(parts[0])
         try:
             vals.append([float(v) for v in parts[1:]])
         except ValueError:
             raise AnnotationError(f"{path}: line {n} has a non-numeric value") from None
-    return names, files, np.asarray(vals, dtype=np.float64).reshape(len(files), len(names)).astype(dtype)
+    return (
+        names,
+        files,
+        np.asarray(vals, dtype=np.float64).reshape(len(files), len(names)).astype(dtype),
+    )
 
 
 def read_partition(path: Path) -> dict[str, int]:

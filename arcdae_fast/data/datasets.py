@@ -21,15 +21,19 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 # DiffAE / D2C CelebA crop: 128 x 128 box centred at (89, 121) of the 178 x 218 aligned images
 CELEBA_CROP_BOX = (25, 57, 153, 185)
 
-FFHQ_HELP = ("FFHQ is not downloaded automatically. Get it from "
-             "https://github.com/NVlabs/ffhq-dataset (the 'thumbnails128x128' folder for 128 px "
-             "training, or 'images1024x1024'), keep its layout (numbered subfolders 00000/, "
-             "01000/, ... holding the PNGs) and set data.root to that folder, e.g. "
-             "`python -m arcdae_fast.train --config ffhq.yaml data.root=/data/ffhq/thumbnails128x128`.")
-CELEBA_HELP = ("CelebA is not downloaded automatically. Get it from "
-               "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html and lay it out as "
-               "ROOT/img_align_celeba/*.jpg, ROOT/list_attr_celeba.txt and "
-               "ROOT/list_eval_partition.txt, then set data.root=ROOT.")
+FFHQ_HELP = (
+    "FFHQ is not downloaded automatically. Get it from "
+    "https://github.com/NVlabs/ffhq-dataset (the 'thumbnails128x128' folder for 128 px "
+    "training, or 'images1024x1024'), keep its layout (numbered subfolders 00000/, "
+    "01000/, ... holding the PNGs) and set data.root to that folder, e.g. "
+    "`python -m arcdae_fast.train --config ffhq.yaml data.root=/data/ffhq/thumbnails128x128`."
+)
+CELEBA_HELP = (
+    "CelebA is not downloaded automatically. Get it from "
+    "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html and lay it out as "
+    "ROOT/img_align_celeba/*.jpg, ROOT/list_attr_celeba.txt and "
+    "ROOT/list_eval_partition.txt, then set data.root=ROOT."
+)
 
 
 class DataError(ValueError):
@@ -50,13 +54,19 @@ def list_images(root: str | Path, help_text: str = "") -> list[Path]:
         raise DataError(f"data.root {str(root)!r} is not a folder")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
     if not files:
-        raise DataError(f"no images ({', '.join(IMAGE_EXTS)}) found under {str(root)!r} "
-                        f"(searched recursively). {help_text}".strip())
+        raise DataError(
+            f"no images ({', '.join(IMAGE_EXTS)}) found under {str(root)!r} "
+            f"(searched recursively). {help_text}".strip()
+        )
     return files
 
 
-def load_image(path: Path, resolution: int, crop_box: tuple[int, int, int, int] | None = None,
-               flip: bool = False) -> torch.Tensor:
+def load_image(
+    path: Path,
+    resolution: int,
+    crop_box: tuple[int, int, int, int] | None = None,
+    flip: bool = False,
+) -> torch.Tensor:
     """Decode, optional fixed crop, resize the shorter side to `resolution` (antialiased),
     centre crop, optional horizontal flip; float32 (3, R, R) in [-1, 1]."""
     with Image.open(path) as im:
@@ -66,8 +76,11 @@ def load_image(path: Path, resolution: int, crop_box: tuple[int, int, int, int] 
         w, h = im.size
         s = resolution / min(w, h)
         if (w, h) != (resolution, resolution):
-            im = im.resize((max(resolution, round(w * s)), max(resolution, round(h * s))),
-                           Image.BICUBIC, reducing_gap=None)
+            im = im.resize(
+                (max(resolution, round(w * s)), max(resolution, round(h * s))),
+                Image.BICUBIC,
+                reducing_gap=None,
+            )
             w, h = im.size
             left, top = (w - resolution) // 2, (h - resolution) // 2
             im = im.crop((left, top, left + resolution, top + resolution))
@@ -80,10 +93,17 @@ def load_image(path: Path, resolution: int, crop_box: tuple[int, int, int, int] 
 class ImageDataset(torch.utils.data.Dataset):
     """Files (+ optional per-file attributes / factors) -> dicts of tensors."""
 
-    def __init__(self, files: list[Path], resolution: int, *,
-                 attrs: np.ndarray | None = None, attr_names: list[str] | None = None,
-                 factors: np.ndarray | None = None, factor_names: list[str] | None = None,
-                 crop_box: tuple[int, int, int, int] | None = None):
+    def __init__(
+        self,
+        files: list[Path],
+        resolution: int,
+        *,
+        attrs: np.ndarray | None = None,
+        attr_names: list[str] | None = None,
+        factors: np.ndarray | None = None,
+        factor_names: list[str] | None = None,
+        crop_box: tuple[int, int, int, int] | None = None,
+    ):
         self.files, self.resolution, self.crop_box = files, resolution, crop_box
         self.attrs, self.attr_names = attrs, attr_names or []
         self.factors, self.factor_names = factors, factor_names or []
@@ -125,8 +145,9 @@ def collate(items: list[dict | Skipped]) -> dict:
     return out
 
 
-def celeba_format(root: Path, resolution: int, split: str, crop_box=None,
-                  help_text: str = "") -> ImageDataset:
+def celeba_format(
+    root: Path, resolution: int, split: str, crop_box=None, help_text: str = ""
+) -> ImageDataset:
     """A CelebA-layout folder: img_align_celeba/ + list_attr_celeba.txt (+ partition,
     + list_factors.txt for the bundled data). Attribute rows must match the image files."""
     img_dir = root / "img_align_celeba"
@@ -137,25 +158,36 @@ def celeba_format(root: Path, resolution: int, split: str, crop_box=None,
         names, files, attrs = read_table(root / "list_attr_celeba.txt")
         missing = [f for f in files if f not in present]
         if missing:
-            raise DataError(f"{root / 'list_attr_celeba.txt'} lists {len(missing)} image(s) not "
-                            f"in {img_dir}, e.g. {missing[:3]}: the attribute file does not "
-                            "match the images")
+            raise DataError(
+                f"{root / 'list_attr_celeba.txt'} lists {len(missing)} image(s) not "
+                f"in {img_dir}, e.g. {missing[:3]}: the attribute file does not "
+                "match the images"
+            )
         keep = np.arange(len(files))
         if split != "all":
             part = read_partition(root / "list_eval_partition.txt")
-            keep = np.array([i for i, f in enumerate(files) if part.get(f) == SPLITS[split]],
-                            dtype=np.int64)
+            keep = np.array(
+                [i for i, f in enumerate(files) if part.get(f) == SPLITS[split]], dtype=np.int64
+            )
             if keep.size == 0:
                 raise DataError(f"split {split!r} selects no images in {root}")
         factors = fnames = None
         if (root / "list_factors.txt").is_file():
             fnames, ffiles, factors = read_table(root / "list_factors.txt", np.float32)
             if ffiles != files:
-                raise DataError(f"{root / 'list_factors.txt'} does not list the same images "
-                                "as list_attr_celeba.txt")
+                raise DataError(
+                    f"{root / 'list_factors.txt'} does not list the same images "
+                    "as list_attr_celeba.txt"
+                )
             factors = factors[keep]
     except AnnotationError as e:
         raise DataError(str(e)) from None
-    return ImageDataset([img_dir / files[i] for i in keep], resolution, attrs=attrs[keep],
-                        attr_names=names, factors=factors, factor_names=fnames,
-                        crop_box=crop_box)
+    return ImageDataset(
+        [img_dir / files[i] for i in keep],
+        resolution,
+        attrs=attrs[keep],
+        attr_names=names,
+        factors=factors,
+        factor_names=fnames,
+        crop_box=crop_box,
+    )

@@ -25,8 +25,18 @@ from PIL import Image, ImageDraw
 
 from .attrs import write_partition, write_table
 
-ATTRIBUTES = ["Male", "Smiling", "Mouth_Slightly_Open", "Eyeglasses", "Wearing_Hat", "Bangs",
-              "Black_Hair", "Blond_Hair", "Mustache", "Narrow_Eyes"]
+ATTRIBUTES = [
+    "Male",
+    "Smiling",
+    "Mouth_Slightly_Open",
+    "Eyeglasses",
+    "Wearing_Hat",
+    "Bangs",
+    "Black_Hair",
+    "Blond_Hair",
+    "Mustache",
+    "Narrow_Eyes",
+]
 FACTORS = ["skin_tone", "pose"]
 IMAGE_DIR = "img_align_celeba"
 MARKER = "SYNTHETIC_DATASET"
@@ -46,9 +56,14 @@ def _sample(rng: np.random.Generator) -> tuple[dict[str, bool], dict[str, float]
     a["Mustache"] = a["Male"] and rng.random() < 0.4
     a["Narrow_Eyes"] = rng.random() < 0.3
     f = {"skin_tone": float(rng.random()), "pose": float(rng.uniform(-1, 1))}
-    style = {"hair": str(hair), "bg_hue": float(rng.random()), "shirt_hue": float(rng.random()),
-             "hat_hue": float(rng.random()), "scale": float(rng.uniform(0.92, 1.08)),
-             "dy": float(rng.uniform(-0.03, 0.03))}
+    style = {
+        "hair": str(hair),
+        "bg_hue": float(rng.random()),
+        "shirt_hue": float(rng.random()),
+        "hat_hue": float(rng.random()),
+        "scale": float(rng.uniform(0.92, 1.08)),
+        "dy": float(rng.uniform(-0.03, 0.03)),
+    }
     return a, f, style
 
 
@@ -56,8 +71,9 @@ def _rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
     return tuple(int(255 * c) for c in colorsys.hsv_to_rgb(h, s, v))
 
 
-def draw_face(attrs: dict[str, bool], factors: dict[str, float], style: dict,
-              size: int) -> Image.Image:
+def draw_face(
+    attrs: dict[str, bool], factors: dict[str, float], style: dict, size: int
+) -> Image.Image:
     """Render one face at 2x and downsample (anti-aliased)."""
     S = 2 * size
     img = Image.new("RGB", (S, S), _rgb(style["bg_hue"], 0.35, 0.85))
@@ -77,8 +93,9 @@ def draw_face(attrs: dict[str, bool], factors: dict[str, float], style: dict,
     d.ellipse([cx - fw, cy - fh, cx + fw, cy + fh], fill=skin)
     fx = cx + 0.25 * fw * pose  # facial features turn with the head
     if attrs["Bangs"]:
-        d.chord([cx - 1.05 * fw, cy - 1.15 * fh, cx + 1.05 * fw, cy - 0.2 * fh], 180, 360,
-                fill=hair)
+        d.chord(
+            [cx - 1.05 * fw, cy - 1.15 * fh, cx + 1.05 * fw, cy - 0.2 * fh], 180, 360, fill=hair
+        )
     if attrs["Wearing_Hat"]:
         hat = _rgb(style["hat_hue"], 0.7, 0.55)
         d.chord([cx - 1.1 * fw, cy - 1.45 * fh, cx + 1.1 * fw, cy - 0.25 * fh], 180, 360, fill=hat)
@@ -86,50 +103,86 @@ def draw_face(attrs: dict[str, bool], factors: dict[str, float], style: dict,
     ey, ex, er = cy - 0.12 * fh, 0.42 * fw, 0.16 * fw
     for sgn in (-1, 1):
         x = fx + sgn * ex
-        d.line([x - er, ey - 0.25 * fh, x + er, ey - 0.3 * fh + (0.03 * fh if sgn > 0 else 0)],
-               fill=hair, width=max(1, int(S * (0.02 if attrs["Male"] else 0.012))))
+        d.line(
+            [x - er, ey - 0.25 * fh, x + er, ey - 0.3 * fh + (0.03 * fh if sgn > 0 else 0)],
+            fill=hair,
+            width=max(1, int(S * (0.02 if attrs["Male"] else 0.012))),
+        )
         if attrs["Narrow_Eyes"]:
             d.line([x - er, ey, x + er, ey], fill=(30, 25, 25), width=max(1, int(S * 0.015)))
         else:
             d.ellipse([x - er, ey - 0.6 * er, x + er, ey + 0.6 * er], fill=(250, 250, 250))
-            d.ellipse([x - 0.45 * er, ey - 0.45 * er, x + 0.45 * er, ey + 0.45 * er],
-                      fill=(40, 30, 25))
+            d.ellipse(
+                [x - 0.45 * er, ey - 0.45 * er, x + 0.45 * er, ey + 0.45 * er], fill=(40, 30, 25)
+            )
         if attrs["Eyeglasses"]:
-            d.ellipse([x - 1.6 * er, ey - 1.3 * er, x + 1.6 * er, ey + 1.3 * er],
-                      outline=(20, 20, 20), width=max(1, int(S * 0.012)))
+            d.ellipse(
+                [x - 1.6 * er, ey - 1.3 * er, x + 1.6 * er, ey + 1.3 * er],
+                outline=(20, 20, 20),
+                width=max(1, int(S * 0.012)),
+            )
     if attrs["Eyeglasses"]:
-        d.line([fx - ex + 1.6 * er, ey, fx + ex - 1.6 * er, ey], fill=(20, 20, 20),
-               width=max(1, int(S * 0.012)))
-    d.line([fx, cy, fx - 0.08 * fw, cy + 0.22 * fh, fx + 0.05 * fw, cy + 0.24 * fh],
-           fill=tuple(int(c * 0.75) for c in skin), width=max(1, int(S * 0.01)))
+        d.line(
+            [fx - ex + 1.6 * er, ey, fx + ex - 1.6 * er, ey],
+            fill=(20, 20, 20),
+            width=max(1, int(S * 0.012)),
+        )
+    d.line(
+        [fx, cy, fx - 0.08 * fw, cy + 0.22 * fh, fx + 0.05 * fw, cy + 0.24 * fh],
+        fill=tuple(int(c * 0.75) for c in skin),
+        width=max(1, int(S * 0.01)),
+    )
     my, mw = cy + 0.5 * fh, 0.38 * fw
     lips = (150, 40, 50)
     if attrs["Mouth_Slightly_Open"] and attrs["Smiling"]:  # open smile: lower half-ellipse
-        d.chord([fx - mw, my - 0.1 * fh, fx + mw, my + 0.16 * fh], 0, 180, fill=(70, 15, 20),
-                outline=lips)
+        d.chord(
+            [fx - mw, my - 0.1 * fh, fx + mw, my + 0.16 * fh],
+            0,
+            180,
+            fill=(70, 15, 20),
+            outline=lips,
+        )
     elif attrs["Mouth_Slightly_Open"]:
-        d.ellipse([fx - 0.55 * mw, my - 0.06 * fh, fx + 0.55 * mw, my + 0.12 * fh],
-                  fill=(70, 15, 20), outline=lips)
+        d.ellipse(
+            [fx - 0.55 * mw, my - 0.06 * fh, fx + 0.55 * mw, my + 0.12 * fh],
+            fill=(70, 15, 20),
+            outline=lips,
+        )
     elif attrs["Smiling"]:
-        d.arc([fx - mw, my - 0.12 * fh, fx + mw, my + 0.1 * fh], 10, 170, fill=lips,
-              width=max(1, int(S * 0.015)))
+        d.arc(
+            [fx - mw, my - 0.12 * fh, fx + mw, my + 0.1 * fh],
+            10,
+            170,
+            fill=lips,
+            width=max(1, int(S * 0.015)),
+        )
     else:
         d.line([fx - 0.8 * mw, my, fx + 0.8 * mw, my], fill=lips, width=max(1, int(S * 0.015)))
     if attrs["Mustache"]:
-        d.polygon([(fx - 0.9 * mw, my - 0.05 * fh), (fx, my - 0.16 * fh),
-                   (fx + 0.9 * mw, my - 0.05 * fh), (fx, my - 0.09 * fh)], fill=hair)
+        d.polygon(
+            [
+                (fx - 0.9 * mw, my - 0.05 * fh),
+                (fx, my - 0.16 * fh),
+                (fx + 0.9 * mw, my - 0.05 * fh),
+                (fx, my - 0.09 * fh),
+            ],
+            fill=hair,
+        )
     return img.resize((size, size), Image.LANCZOS)
 
 
-def generate(root: str | os.PathLike, count: int = 2048, size: int = 64, seed: int = 0,
-             quality: int = 95) -> Path:
+def generate(
+    root: str | os.PathLike, count: int = 2048, size: int = 64, seed: int = 0, quality: int = 95
+) -> Path:
     """Write the dataset to `root` (see the module docstring); returns root."""
     root = Path(root)
     if (root / MARKER).is_file():
         return root
     if root.exists() and any(root.iterdir()):
-        raise FileExistsError(f"{root} exists and is not a bundled synthetic dataset; choose an "
-                              "empty or new folder for data.root")
+        raise FileExistsError(
+            f"{root} exists and is not a bundled synthetic dataset; choose an "
+            "empty or new folder for data.root"
+        )
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:

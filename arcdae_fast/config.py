@@ -100,6 +100,11 @@ class ObjectiveConfig:
     jac_probes: int = _f(1, min=1)
     jac_every: int = _f(1, min=1, doc="lazy Jacobian term: every k steps, scaled by k")
     fd_eps: float = _f(1e-3, min=1e-12)
+    jac_fp32: bool = _f(
+        True,
+        doc="run the fd Jacobian's encoder call in float32 under "
+        "autocast (1e-3 is below bf16 resolution)",
+    )
     backend: str = _f("auto", doc="backend of the fused ops (auto, reference, ...)")
 
 

@@ -16,6 +16,7 @@ Choices the SPEC leaves open (documented here, configurable):
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, fields
 
 import torch
@@ -25,10 +26,10 @@ from torch import nn
 from .config import Config
 from .diffusion import VPSchedule, training_target
 from .ema import ema_update, frozen_copy
-from .models.encoder import SemanticEncoder
+from .models.encoder import Codes, SemanticEncoder
 from .models.unet import UNet
 from .ops import hutchinson_penalty, sample_augment_params, snr_weighted_infonce, timestep_augment
-from .ops.hutchinson import probe_like
+from .ops.hutchinson import fd_estimate, probe_like
 
 TERMS = ("loss", "loss_diff", "loss_align", "loss_holo", "loss_part", "loss_jac")
 
@@ -142,12 +143,15 @@ class ArcDAE(nn.Module):
         if self.teacher is not None and (align or o.cond == "teacher"):
             with torch.no_grad():
                 z_teacher = self.teacher(x0, parts=align)  # clean view: aug(x0, 0) = x0
-        z_student = x_student = None
+        z_student = x_student = pen = None
         if align or jac or o.cond == "student":
             x_student, _ = timestep_augment(
                 x0, inp.aug_params, alpha, sigma, inp.noise_student, backend=o.backend
             )
-            z_student = self.encoder(x_student, parts=align)
+            if jac and o.jac_estimator == "fd":
+                z_student, pen = self._student_with_fd_jacobian(x_student, inp, align)
+            else:
+                z_student = self.encoder(x_student, parts=align)
 
         cond = {
             "student": lambda: z_student.holo,
@@ -181,21 +185,40 @@ class ArcDAE(nn.Module):
                 )
             out["loss_align"] = out["loss_holo"] + out["loss_part"]
         if jac:
-            pen = hutchinson_penalty(
-                self.encoder.holo,
-                x_student,
-                sigma.float() ** 2,
-                estimator=o.jac_estimator,
-                probes=o.jac_probes,
-                fd_eps=o.fd_eps,
-                vectors=inp.jac_vectors,
-                fx=z_student.holo if o.jac_estimator == "fd" else None,
-            )
-            out["loss_jac"] = pen.mean() * o.jac_every
+            if pen is None:  # jvp: exact forward mode
+                pen = hutchinson_penalty(
+                    self.encoder.holo,
+                    x_student,
+                    estimator="jvp",
+                    probes=o.jac_probes,
+                    vectors=inp.jac_vectors,
+                )
+            out["loss_jac"] = (sigma.float() ** 2 * pen).mean() * o.jac_every
         out["loss"] = (
             out["loss_diff"] + o.lambda_align * out["loss_align"] + o.lambda_jac * out["loss_jac"]
         )
         return out
+
+    def _student_with_fd_jacobian(
+        self, x_student: torch.Tensor, inp: StepInputs, parts: bool
+    ) -> tuple[Codes, torch.Tensor]:
+        """Student codes and the fd Hutchinson estimate from ONE encoder call on the batch
+        [x, x + e v_1, ..., x + e v_P] (SPEC section 4; the fast path of the ASR term)."""
+        o, b = self.cfg.objective, x_student.shape[0]
+        rows = torch.cat(
+            [x_student, *(x_student + o.fd_eps * v.to(x_student.dtype) for v in inp.jac_vectors)]
+        )
+        fp32 = (
+            torch.autocast(x_student.device.type, enabled=False)
+            if o.jac_fp32
+            else (contextlib.nullcontext())
+        )
+        with fp32:
+            tok = self.encoder.tokens(rows)
+            codes = self.encoder.heads(tok[:b], parts=parts)
+            perturbed = self.encoder.heads(tok[b:], parts=False).holo
+        pen = fd_estimate(codes.holo, perturbed.reshape(-1, *codes.holo.shape), o.fd_eps)
+        return codes, pen
 
     @torch.no_grad()
     def encode(self, x0: torch.Tensor) -> torch.Tensor:

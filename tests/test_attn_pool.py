@@ -104,3 +104,80 @@ def test_bad_inputs(args, exc, match):
         attention_pool(*args)
     with pytest.raises(ValueError, match="'scale' must be > 0"):
         attention_pool(torch.randn(2, 5, 4), torch.randn(3, 2), torch.randn(2, 4), scale=-1.0)
+
+
+# ---- fast backends (Triton: CUDA, or the interpreter on CPU) -------------------------------
+
+import hypothesis.strategies as st  # noqa: E402
+from helpers import DEVICE, LOW, assert_matches, fast_backends  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+
+from arcdae_fast.ops import attn_pool as attn_pool_mod  # noqa: E402
+
+FAST = fast_backends("attention_pool")
+
+
+def run_case(b, n, c, k, dk, backend, dtype, seed=0, noncontig=False, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    x64 = torch.randn(b, n, c, generator=g, dtype=torch.float64) * scale
+    q64 = torch.randn(k, dk, generator=g, dtype=torch.float64)
+    w64 = torch.randn(dk, c, generator=g, dtype=torch.float64) / c**0.5
+    go64 = torch.randn(b, k, c, generator=g, dtype=torch.float64)
+    if noncontig:
+        x64 = x64.transpose(1, 2).contiguous().transpose(1, 2)
+
+    def go(x, q, w, be, dev, dt):
+        x = x.to(dev, dt).detach().requires_grad_()
+        q, w = (t.to(dev).detach().requires_grad_() for t in (q, w))  # parameters stay fp32
+        out = attention_pool(x, q, w, backend=be)
+        return [out, *torch.autograd.grad(out, (x, q, w), go64.to(dev, out.dtype))]
+
+    f32 = torch.float64 if dtype == torch.float64 else torch.float32
+    truth = go(x64, q64, w64, "reference", "cpu", torch.float64)
+    ref = go(x64, q64.to(f32), w64.to(f32), "reference", "cpu", dtype)
+    fast = go(x64, q64.to(f32), w64.to(f32), backend, DEVICE, dtype)
+    for name, f, r, t in zip(("out", "dx", "dquery", "dkey_weight"), fast, ref, truth):
+        assert_matches(f, r, t, attn_pool_mod.TOL[dtype], f"{backend}/{dtype}/{name}")
+
+
+@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("dtype", LOW)
+@pytest.mark.parametrize(
+    "shape", [(1, 1, 3, 1, 2), (2, 7, 5, 3, 4), (3, 70, 40, 9, 6), (2, 33, 300, 8, 16)]
+)
+def test_fast_backend_matches_float64_reference(backend, dtype, shape):
+    run_case(*shape, backend, dtype)
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_fast_backend_noncontiguous_and_large_magnitudes(backend):
+    run_case(2, 19, 24, 5, 8, backend, torch.float32, noncontig=True, scale=30.0)
+
+
+@pytest.mark.parametrize("backend", FAST)
+@settings(max_examples=8, deadline=None)
+@given(
+    b=st.integers(1, 3),
+    n=st.integers(1, 50),
+    c=st.integers(1, 40),
+    k=st.integers(1, 9),
+    dk=st.integers(1, 12),
+    seed=st.integers(0, 10**6),
+)
+def test_fast_backend_fuzz(backend, b, n, c, k, dk, seed):
+    run_case(b, n, c, k, dk, backend, torch.float32, seed=seed)
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_opcheck(backend):
+    x = torch.randn(2, 6, 5, device=DEVICE, requires_grad=True)
+    q = torch.randn(3, 4, device=DEVICE, requires_grad=True)
+    w = torch.randn(4, 5, device=DEVICE, requires_grad=True)
+    torch.library.opcheck(torch.ops.arcdae_fast.attention_pool_fwd.default, (x, q, w, 0.5, backend))
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_empty_batch(backend):
+    x = torch.randn(0, 4, 6, device=DEVICE)
+    q, w = torch.randn(3, 4, device=DEVICE), torch.randn(4, 6, device=DEVICE)
+    assert attention_pool(x, q, w, backend=backend).shape == (0, 3, 6)

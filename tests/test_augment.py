@@ -173,3 +173,100 @@ def test_bad_inputs(fn):
         timestep_augment(x.to(torch.uint8), p, ab, ab, x)
     with pytest.raises(ValueError, match="empty batch"):
         timestep_augment(x[:0], p[:0], ab[:0], ab[:0], x[:0])
+
+
+# ---- fast backends (Triton: CUDA, or the interpreter on CPU) -------------------------------
+
+import hypothesis.strategies as st  # noqa: E402
+from helpers import DEVICE, LOW, assert_matches, fast_backends  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+
+from arcdae_fast.ops import augment as augment_mod  # noqa: E402
+from arcdae_fast.ops import timestep_augment_with_noise  # noqa: E402
+
+FAST = fast_backends("timestep_augment")
+
+
+def fast_case(b, h, w, backend, dtype, seed=0, channels_last=False, strength=None):
+    g = torch.Generator().manual_seed(seed)
+    x64 = torch.rand(b, 3, h, w, generator=g, dtype=torch.float64) * 2.2 - 1.1
+    s = torch.rand(b, generator=g) if strength is None else torch.full((b,), strength)
+    p = sample_augment_params(s, g)
+    alpha, sigma = torch.rand(b, generator=g), torch.rand(b, generator=g)
+    n64 = torch.randn(b, 3, h, w, generator=g, dtype=torch.float64)
+
+    def go(dev, dt, be):
+        x, n = x64.to(dev, dt), n64.to(dev, dt)
+        if channels_last:
+            x = x.to(memory_format=torch.channels_last)
+        return timestep_augment(x, p.to(dev), alpha.to(dev), sigma.to(dev), n, backend=be)
+
+    truth = go("cpu", torch.float64, "reference")
+    ref = go("cpu", dtype, "reference")
+    fast = go(DEVICE, dtype, backend)
+    for name, f, r, t in zip(("x_t", "view"), fast, ref, truth):
+        assert f.dtype == dtype and f.shape == t.shape
+        assert_matches(f, r, t, augment_mod.TOL[dtype], f"{backend}/{dtype}/{name}")
+    return fast
+
+
+@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("dtype", LOW)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 8, 10), (2, 17, 13), (2, 32, 32)])
+def test_fast_backend_matches_float64_reference(backend, dtype, shape):
+    fast_case(*shape, backend, dtype)
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_fast_backend_channels_last_and_identity(backend):
+    x_t, view = fast_case(2, 9, 11, backend, torch.float32, channels_last=True)
+    assert view.is_contiguous(memory_format=torch.channels_last)
+    x = images(b=2, h=7, w=5).to(DEVICE)
+    p = sample_augment_params(torch.zeros(2)).to(DEVICE)
+    one, zero = torch.ones(2, device=DEVICE), torch.zeros(2, device=DEVICE)
+    _, view = timestep_augment(x, p, one, zero, torch.zeros_like(x), backend=backend)
+    torch.testing.assert_close(view, x, atol=1e-6, rtol=0)  # strength 0 = identity
+
+
+@pytest.mark.parametrize("backend", FAST)
+@settings(max_examples=8, deadline=None)
+@given(b=st.integers(1, 3), h=st.integers(1, 24), w=st.integers(1, 24), seed=st.integers(0, 10**6))
+def test_fast_backend_fuzz(backend, b, h, w, seed):
+    fast_case(b, h, w, backend, torch.float32, seed=seed)
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_opcheck(backend):
+    x = torch.rand(2, 3, 5, 6, device=DEVICE) * 2 - 1
+    p = sample_augment_params(torch.rand(2)).to(DEVICE)
+    a, s = torch.rand(2, device=DEVICE), torch.rand(2, device=DEVICE)
+    torch.library.opcheck(
+        torch.ops.arcdae_fast.timestep_augment.default, (x, p, a, s, torch.randn_like(x), backend)
+    )
+    torch.library.opcheck(
+        torch.ops.arcdae_fast.timestep_augment_noise.default, (x, p, a, s, 3, 0, backend)
+    )
+
+
+@pytest.mark.parametrize("backend", ["reference", *FAST])
+def test_in_kernel_noise(backend):
+    x = (torch.rand(4, 3, 16, 16) * 2 - 1).to(DEVICE)
+    p = sample_augment_params(torch.rand(4)).to(DEVICE)
+    a, s = torch.rand(4, device=DEVICE), torch.rand(4, device=DEVICE)
+    x_t, view, noise = timestep_augment_with_noise(x, p, a, s, seed=11, backend=backend)
+    torch.testing.assert_close(x_t, a.view(-1, 1, 1, 1) * view + s.view(-1, 1, 1, 1) * noise)
+    ref_view = timestep_augment(x, p, a, s, noise, backend="reference")[1]
+    torch.testing.assert_close(view, ref_view, atol=1e-5, rtol=0)
+    assert abs(noise.mean().item()) < 0.05 and abs(noise.std().item() - 1) < 0.05
+    again = timestep_augment_with_noise(x, p, a, s, seed=11, backend=backend)[2]
+    other = timestep_augment_with_noise(x, p, a, s, seed=11, offset=1, backend=backend)[2]
+    assert torch.equal(noise, again) and not torch.equal(noise, other)
+
+
+def test_not_differentiable_inputs_rejected():
+    x = images().requires_grad_()
+    p = params()
+    with pytest.raises(ValueError, match="'x' requires grad, but the augmentation is not"):
+        timestep_augment(x, p, torch.ones(2), torch.ones(2), torch.zeros(2, 3, 6, 9))
+    with pytest.raises(ValueError, match="'seed' must be an int"):
+        timestep_augment_with_noise(images(), p, torch.ones(2), torch.ones(2), seed=-1)

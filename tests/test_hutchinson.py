@@ -80,11 +80,29 @@ def test_bad_inputs():
         hutchinson_penalty(net, x, torch.ones(3))
     with pytest.raises(ValueError, match="'fd_eps' must be > 0"):
         hutchinson_penalty(net, x, fd_eps=0.0)
-    with pytest.raises(ValueError, match=r"fn\(x\) must be a tensor of shape \(2, ...\)"):
-        hutchinson_penalty(lambda t: t.sum(), x)
+    with pytest.raises(
+        ValueError,
+        match=r"fn\(x\) must return one output per input row, "
+        r"shape \(4, ...\) for the 4 rows",
+    ):
+        hutchinson_penalty(lambda t: t.sum(), x)  # x and one perturbed copy: 4 rows
     with pytest.raises(ValueError, match="'fx' is only used"):
         hutchinson_penalty(net, x, estimator="jvp", fx=net(x))
     with pytest.raises(ValueError, match="empty batch"):
         hutchinson_penalty(net, x[:0])
     with pytest.raises(ValueError, match="'vectors' must have shape"):
         hutchinson_penalty(net, x, vectors=torch.ones(2, *x.shape))
+
+
+def test_fd_is_one_batched_call():
+    net = small_net()
+    x = torch.randn(3, 3, 3, 3, dtype=torch.float64)
+    rows = []
+
+    def fn(t):
+        rows.append(t.shape[0])
+        return net(t)
+
+    hutchinson_penalty(fn, x, probes=2)
+    hutchinson_penalty(fn, x, probes=2, fx=net(x))
+    assert rows == [9, 6]  # [x, x + e v1, x + e v2]; with fx given, only the perturbed

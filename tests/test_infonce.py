@@ -134,3 +134,117 @@ def test_nan_propagates():
 def test_bad_inputs(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         snr_weighted_infonce(**kwargs)
+
+
+# ---- fast backends (Triton: CUDA, or the interpreter on CPU) -------------------------------
+
+import hypothesis.strategies as st  # noqa: E402
+from helpers import DEVICE, LOW, assert_matches, fast_backends  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+
+from arcdae_fast.ops import infonce as infonce_mod  # noqa: E402
+
+FAST = fast_backends("snr_weighted_infonce")
+
+
+def run_case(
+    n, d, backend, dtype, *, symmetric, normalize, weighted=True, seed=0, transpose=False, scale=1.0
+):
+    g = torch.Generator().manual_seed(seed)
+    q64 = torch.randn(n, d, generator=g, dtype=torch.float64) * scale
+    k64 = torch.randn(n, d, generator=g, dtype=torch.float64) * scale
+    if transpose:  # non-contiguous views with the same values
+        q64, k64 = q64.T.contiguous().T, k64.T.contiguous().T
+    w64 = torch.rand(n, generator=g, dtype=torch.float64) if weighted else None
+    kw = dict(temperature=0.2, symmetric=symmetric, normalize=normalize)
+
+    def go(q, k, w, be, dev):
+        q = q.to(dev).detach().requires_grad_()
+        k = k.to(dev).detach().requires_grad_()
+        w = None if w is None else w.to(dev).detach().requires_grad_()
+        out = snr_weighted_infonce(q, k, w, backend=be, **kw)
+        grads = torch.autograd.grad(out, [t for t in (q, k, w) if t is not None])
+        return [out, *grads]
+
+    cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
+    truth = go(q64, k64, w64, "reference", "cpu")
+    ref = go(cast(q64), cast(k64), cast(w64), "reference", "cpu")
+    fast = go(cast(q64), cast(k64), cast(w64), backend, DEVICE)
+    tol = infonce_mod.TOL[dtype]
+    for name, f, r, t in zip(("loss", "dquery", "dkey", "dweight"), fast, ref, truth):
+        assert_matches(f, r, t, tol, f"{backend}/{dtype}/{name}")
+
+
+@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("dtype", LOW)
+@pytest.mark.parametrize(
+    "n,d,symmetric,normalize",
+    [(1, 5, False, True), (13, 7, True, True), (67, 33, False, False), (130, 160, True, True)],
+)
+def test_fast_backend_matches_float64_reference(backend, dtype, n, d, symmetric, normalize):
+    run_case(n, d, backend, dtype, symmetric=symmetric, normalize=normalize)
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_fast_backend_noncontiguous_unweighted_and_large_magnitudes(backend):
+    run_case(
+        37,
+        19,
+        backend,
+        torch.float32,
+        symmetric=True,
+        normalize=True,
+        weighted=False,
+        transpose=True,
+        scale=1e3,
+    )
+
+
+@pytest.mark.parametrize("backend", FAST)
+@settings(max_examples=8, deadline=None)
+@given(
+    n=st.integers(1, 90),
+    d=st.integers(1, 70),
+    symmetric=st.booleans(),
+    normalize=st.booleans(),
+    seed=st.integers(0, 10**6),
+)
+def test_fast_backend_fuzz(backend, n, d, symmetric, normalize, seed):
+    run_case(n, d, backend, torch.float32, symmetric=symmetric, normalize=normalize, seed=seed)
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_opcheck(backend):
+    q = torch.randn(9, 6, device=DEVICE, requires_grad=True)
+    k = torch.randn(9, 6, device=DEVICE, requires_grad=True)
+    torch.library.opcheck(
+        torch.ops.arcdae_fast.infonce_rows.default, (q, k, 0.1, True, True, backend)
+    )
+    g = torch.randn(9, device=DEVICE)
+    lse = torch.randn(9, device=DEVICE)
+    torch.library.opcheck(
+        torch.ops.arcdae_fast.infonce_rows_backward.default,
+        (g, q.detach(), k.detach(), lse, lse, 0.1, True, True, backend, True, True),
+    )
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_key_gradient_skipped_for_stop_grad_teacher(backend):
+    q = torch.randn(8, 4, device=DEVICE, requires_grad=True)
+    k = torch.randn(8, 4, device=DEVICE)
+    loss = snr_weighted_infonce(q, k, backend=backend)
+    (gq,) = torch.autograd.grad(loss, q)
+    (gr,) = torch.autograd.grad(snr_weighted_infonce(q, k, backend="reference"), q)
+    torch.testing.assert_close(gq, gr, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (memory O(N*D) at scale)")
+def test_runs_at_n_262144_where_naive_cannot():
+    n, d = 262144, 128
+    q = torch.randn(n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    k = torch.randn(n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    torch.cuda.reset_peak_memory_stats()
+    loss = snr_weighted_infonce(q, k, backend="triton")
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(q.grad).all()
+    assert torch.cuda.max_memory_allocated() < 2 * 2**30  # naive: 262144^2 * 4 B = 256 GiB

@@ -76,7 +76,10 @@ class SemanticEncoder(nn.Module):
         return h.flatten(2).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, parts: bool = True) -> Codes:
-        tok = self.tokens(x)
+        return self.heads(self.tokens(x), parts)
+
+    def heads(self, tok: torch.Tensor, parts: bool = True) -> Codes:
+        """Codes from tokens (B, N, C_e): holistic (mean-pooled) and, if asked, part codes."""
         holo = self.holo_head(tok.mean(dim=1))
         part = self.part_head(tok) if (parts and self.part_head is not None) else None
         return Codes(holo, part)

@@ -2,7 +2,7 @@
 
 from .adagn import adagn
 from .attn_pool import attention_pool
-from .augment import sample_augment_params, timestep_augment
+from .augment import sample_augment_params, timestep_augment, timestep_augment_with_noise
 from .hutchinson import hutchinson_penalty
 from .infonce import snr_weighted_infonce
 from .snr_gate import snr_gate
@@ -15,4 +15,5 @@ __all__ = [
     "snr_gate",
     "snr_weighted_infonce",
     "timestep_augment",
+    "timestep_augment_with_noise",
 ]

@@ -16,9 +16,12 @@ that explains why they cannot run. `resolve()` picks one:
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
 
 import torch
 
@@ -29,13 +32,14 @@ ENV_VAR = "ARCDAE_FAST_BACKEND"
 class Backend:
     op: str
     name: str
-    fn: Callable
+    fn: Any  # reference: the eager function; fast backends: module path of their primitives
     priority: dict[str, int]  # device type -> priority; absent = device unsupported
     dtypes: tuple[torch.dtype, ...]
-    probe: Callable[[], list[str]] = field(default=lambda: [])  # global unavailability reasons
+    # why the backend cannot run on a device type at all (missing library, no driver, ...)
+    probe: Callable[[str], list[str]] = field(default=lambda device_type: [])
 
     def reasons(self, device: torch.device, dtype: torch.dtype) -> list[str]:
-        out = list(self.probe())
+        out = list(self.probe(device.type))
         if device.type not in self.priority:
             out.append(
                 f"device {device.type!r} not supported (supports "
@@ -47,19 +51,28 @@ class Backend:
 
 
 _REGISTRY: dict[str, dict[str, Backend]] = {}
+ANY_DEVICE = {"cpu": 0, "cuda": 0, "mps": 0, "meta": 0}
+ALL_FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+LOW_AND_SINGLE = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def primitives(op: str, backend: str) -> ModuleType:
+    """The module of kernel primitives of a fast backend (registered by module path), imported
+    on first use so that `import arcdae_fast` never imports Triton or the extension."""
+    return importlib.import_module(backends(op)[backend].fn)
 
 
 def register(
     op: str,
     name: str,
-    fn: Callable,
+    fn: Any,
     *,
     priority: dict[str, int],
     dtypes: Sequence[torch.dtype],
-    probe: Callable[[], list[str]] | None = None,
+    probe: Callable[[str], list[str]] | None = None,
 ) -> None:
     _REGISTRY.setdefault(op, {})[name] = Backend(
-        op, name, fn, dict(priority), tuple(dtypes), probe or (lambda: [])
+        op, name, fn, dict(priority), tuple(dtypes), probe or (lambda device_type: [])
     )
 
 
@@ -119,4 +132,8 @@ def resolve(op: str, backend: str, device: torch.device, dtype: torch.dtype) -> 
             name: b.reasons(device, dtype) or ["only used when forced"] for name, b in table.items()
         }
         raise RuntimeError(f"{op}: no backend can run on {device.type}/{dtype}: {why}")
-    return max(ok, key=lambda b: b.priority[device.type])
+    best = ok[0]
+    for b in ok[1:]:  # a plain loop: torch.compile traces this function
+        if b.priority[device.type] > best.priority[device.type]:
+            best = b
+    return best

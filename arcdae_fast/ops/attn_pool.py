@@ -6,10 +6,13 @@ import math
 
 import torch
 
-from . import _backends
+from . import _backends, _triton
 from ._validate import check_nonempty, check_positive, check_same, check_tensor
 
 OP = "attention_pool"
+# Test tolerances of the fast backends against the float64 reference (added to
+# 2 x the error of the reference run in the same input dtype).
+TOL = {torch.float32: dict(atol=1e-5, rtol=1e-4), torch.bfloat16: dict(atol=1e-2, rtol=2e-2)}
 
 
 def attention_pool(
@@ -48,7 +51,9 @@ def attention_pool(
     check_nonempty(OP, "query", query, 0, "query set (K = 0)")
     scale = 1.0 / math.sqrt(query.shape[1]) if scale is None else check_positive(OP, "scale", scale)
     impl = _backends.resolve(OP, backend, x.device, x.dtype)
-    return impl.fn(x, query, key_weight, scale)
+    if impl.name == "reference":
+        return impl.fn(x, query, key_weight, scale)
+    return torch.ops.arcdae_fast.attention_pool_fwd(x, query, key_weight, scale, impl.name)[0]
 
 
 def attention_pool_reference(
@@ -66,6 +71,81 @@ _backends.register(
     OP,
     "reference",
     attention_pool_reference,
-    priority={"cpu": 0, "cuda": 0, "mps": 0, "meta": 0},
-    dtypes=(torch.float32, torch.float64, torch.float16, torch.bfloat16),
+    priority=_backends.ANY_DEVICE,
+    dtypes=_backends.ALL_FLOATS,
 )
+_backends.register(
+    OP,
+    "triton",
+    "arcdae_fast.kernels.attn_pool",
+    priority=_triton.PRIORITY,
+    dtypes=_backends.LOW_AND_SINGLE,
+    probe=_triton.reasons,
+)
+
+# -- fast backends: a backend supplies pool_fwd(x, qk) -> (out, lse) and
+#    pool_bwd(dout, x, qk, delta, lse) -> (dx, dqk) (see kernels/attn_pool.py), with
+#    qk = scale * query @ key_weight folded here (K x Dk x C: tiny).
+
+
+def _folded_queries(query: torch.Tensor, key_weight: torch.Tensor, scale: float) -> torch.Tensor:
+    return (query.float() @ key_weight.float()) * scale
+
+
+@torch.library.custom_op("arcdae_fast::attention_pool_fwd", mutates_args=())
+def _pool_fwd(
+    x: torch.Tensor, query: torch.Tensor, key_weight: torch.Tensor, scale: float, backend: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out (B, K, C) in x.dtype, lse (B, K) float32 saved for backward)."""
+    prim = _backends.primitives(OP, backend)
+    return prim.pool_fwd(x, _folded_queries(query, key_weight, scale))
+
+
+@_pool_fwd.register_fake
+def _(x, query, key_weight, scale, backend):
+    b, _, c = x.shape
+    k = query.shape[0]
+    return x.new_empty(b, k, c), x.new_empty(b, k, dtype=torch.float32)
+
+
+@torch.library.custom_op("arcdae_fast::attention_pool_bwd", mutates_args=())
+def _pool_bwd(
+    dout: torch.Tensor,
+    x: torch.Tensor,
+    query: torch.Tensor,
+    key_weight: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    scale: float,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    prim = _backends.primitives(OP, backend)
+    qk = _folded_queries(query, key_weight, scale)
+    delta = (dout.float() * out.float()).sum(-1)  # (B, K)
+    dx, dqk = prim.pool_bwd(dout.contiguous(), x, qk, delta, lse)
+    dquery = (dqk @ key_weight.float().T) * scale
+    dkey_weight = (query.float().T @ dqk) * scale
+    return dx, dquery.to(query.dtype), dkey_weight.to(key_weight.dtype)
+
+
+@_pool_bwd.register_fake
+def _(dout, x, query, key_weight, out, lse, scale, backend):
+    return (
+        torch.empty_like(x, memory_format=torch.contiguous_format),
+        torch.empty_like(query),
+        torch.empty_like(key_weight),
+    )
+
+
+def _setup_context(ctx, inputs, output):
+    x, query, key_weight, scale, backend = inputs
+    ctx.save_for_backward(x, query, key_weight, *output)
+    ctx.args = (scale, backend)
+
+
+def _backward(ctx, grad_out, _grad_lse):
+    dx, dq, dw = _pool_bwd(grad_out, *ctx.saved_tensors, *ctx.args)
+    return dx, dq, dw, None, None
+
+
+_pool_fwd.register_autograd(_backward, setup_context=_setup_context)

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from . import _backends
+from . import _backends, _triton
 from ._validate import check_nonempty, check_tensor
 
 OP = "timestep_augment"
@@ -19,6 +19,9 @@ GRAY = (0.299, 0.587, 0.114)
 # RGB -> YIQ (rows Y, I, Q); its first row is GRAY, so a hue rotation keeps the gray value.
 YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
 MIN_AREA, MAX_LOG_ASPECT, COLOR_RANGE, HUE_RANGE = 0.35, math.log(4 / 3), 0.4, 0.1
+# Test tolerances of the fast backends against the float64 reference (added to
+# 2 x the error of the reference run in the same input dtype).
+TOL = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.bfloat16: dict(atol=1e-2, rtol=0.0)}
 
 
 def sample_augment_params(
@@ -36,7 +39,8 @@ def sample_augment_params(
     op = "sample_augment_params"
     check_tensor(op, "strength", strength, shape=("B",))
     s = strength.to(torch.float32)
-    if not bool(((s >= 0) & (s <= 1)).all()):
+    # a value check needs a host sync; under torch.compile it would break the graph
+    if not torch.compiler.is_compiling() and not bool(((s >= 0) & (s <= 1)).all()):
         bad = s[~((s >= 0) & (s <= 1))][:4].tolist()
         raise ValueError(f"{op}: argument 'strength' must lie in [0, 1], got values {bad}")
     dev = generator.device if generator is not None else s.device
@@ -70,17 +74,74 @@ def timestep_augment(
     crop + flip by bilinear resampling to the same size (border clamp), brightness (x * b),
     contrast around the view's mean gray, saturation (blend with the pixel's gray), hue
     (rotation by 2 pi h of the YIQ chroma plane), clamp to [0, 1]. No clamp between steps.
-    Computed in float32 for bf16/fp16 inputs. Not differentiable (a data transform).
+    Computed in float32 for bf16/fp16 inputs. Not differentiable (a data transform): inputs
+    that require grad are rejected.
     """
-    check_tensor(OP, "x", x, shape=("B", 3, "H", "W"))
-    b = x.shape[0]
-    check_tensor(OP, "params", params, shape=(b, N_PARAMS), device=x.device)
-    check_tensor(OP, "alpha", alpha, shape=(b,), device=x.device)
-    check_tensor(OP, "sigma", sigma, shape=(b,), device=x.device)
-    check_tensor(OP, "noise", noise, shape=tuple(x.shape), device=x.device)
-    check_nonempty(OP, "x", x)
+    _check_inputs(OP, x, params, alpha, sigma, noise=noise)
     impl = _backends.resolve(OP, backend, x.device, x.dtype)
-    return impl.fn(x, params, alpha, sigma, noise)
+    if impl.name == "reference":
+        return impl.fn(x, params, alpha, sigma, noise)
+    return tuple(torch.ops.arcdae_fast.timestep_augment(x, params, alpha, sigma, noise, impl.name))
+
+
+def timestep_augment_with_noise(
+    x: torch.Tensor,
+    params: torch.Tensor,
+    alpha: torch.Tensor,
+    sigma: torch.Tensor,
+    *,
+    seed: int,
+    offset: int = 0,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`timestep_augment` that draws the noise itself and returns it: (x_t, view, noise).
+
+    The Triton backend draws N(0, 1) in-kernel with Philox from (seed, offset + element
+    index), saving a separate randn pass and its memory traffic; the reference draws it with
+    a torch.Generator seeded from (seed, offset). The same (seed, offset) gives the same noise
+    on a given backend; the bits differ between backends (the distribution does not).
+    """
+    op = "timestep_augment_with_noise"
+    _check_inputs(op, x, params, alpha, sigma)
+    for name, v in (("seed", seed), ("offset", offset)):
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**62:
+            raise ValueError(f"{op}: argument '{name}' must be an int in [0, 2**62), got {v!r}")
+    impl = _backends.resolve(OP, backend, x.device, x.dtype)
+    if impl.name == "reference":
+        g = torch.Generator(device=x.device).manual_seed(seed * 1_000_003 + offset)
+        noise = torch.randn(x.shape, generator=g, device=x.device, dtype=torch.float32)
+        return (*impl.fn(x, params, alpha, sigma, noise.to(x.dtype)), noise.to(x.dtype))
+    return tuple(
+        torch.ops.arcdae_fast.timestep_augment_noise(
+            x, params, alpha, sigma, seed, offset, impl.name
+        )
+    )
+
+
+def _check_inputs(
+    op: str,
+    x: torch.Tensor,
+    params: torch.Tensor,
+    alpha: torch.Tensor,
+    sigma: torch.Tensor,
+    noise: torch.Tensor | None = None,
+) -> None:
+    check_tensor(op, "x", x, shape=("B", 3, "H", "W"))
+    b = x.shape[0]
+    check_tensor(op, "params", params, shape=(b, N_PARAMS), device=x.device)
+    check_tensor(op, "alpha", alpha, shape=(b,), device=x.device)
+    check_tensor(op, "sigma", sigma, shape=(b,), device=x.device)
+    named = {"x": x, "params": params, "alpha": alpha, "sigma": sigma}
+    if noise is not None or op == OP:
+        check_tensor(op, "noise", noise, shape=tuple(x.shape), device=x.device)
+        named["noise"] = noise
+    check_nonempty(op, "x", x)
+    for name, t in named.items():
+        if t.requires_grad:
+            raise ValueError(
+                f"{op}: argument '{name}' requires grad, but the augmentation is "
+                "not differentiable (a data transform); pass it detached"
+            )
 
 
 def hue_matrices(hue: torch.Tensor) -> torch.Tensor:
@@ -152,6 +213,63 @@ _backends.register(
     OP,
     "reference",
     timestep_augment_reference,
-    priority={"cpu": 0, "cuda": 0, "mps": 0, "meta": 0},
-    dtypes=(torch.float32, torch.float64, torch.float16, torch.bfloat16),
+    priority=_backends.ANY_DEVICE,
+    dtypes=_backends.ALL_FLOATS,
 )
+_backends.register(
+    OP,
+    "triton",
+    "arcdae_fast.kernels.augment",
+    priority=_triton.PRIORITY,
+    dtypes=_backends.LOW_AND_SINGLE,
+    probe=_triton.reasons,
+)
+
+# -- fast backends supply augment(x, params, alpha, sigma, noise | None, seed, offset)
+#    -> (x_t, view, noise) (see kernels/augment.py).
+
+
+@torch.library.custom_op("arcdae_fast::timestep_augment", mutates_args=())
+def _augment_op(
+    x: torch.Tensor,
+    params: torch.Tensor,
+    alpha: torch.Tensor,
+    sigma: torch.Tensor,
+    noise: torch.Tensor,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    x_t, view, _ = _backends.primitives(OP, backend).augment(x, params, alpha, sigma, noise)
+    return x_t, view
+
+
+@_augment_op.register_fake
+def _(x, params, alpha, sigma, noise, backend):
+    return torch.empty_like(x), torch.empty_like(x)
+
+
+@torch.library.custom_op("arcdae_fast::timestep_augment_noise", mutates_args=())
+def _augment_noise_op(
+    x: torch.Tensor,
+    params: torch.Tensor,
+    alpha: torch.Tensor,
+    sigma: torch.Tensor,
+    seed: int,
+    offset: int,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _backends.primitives(OP, backend).augment(x, params, alpha, sigma, None, seed, offset)
+
+
+@_augment_noise_op.register_fake
+def _(x, params, alpha, sigma, seed, offset, backend):
+    return torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
+
+
+def _not_differentiable(ctx, *grads):
+    raise RuntimeError(
+        "timestep_augment is not differentiable (a data transform); detach its inputs"
+    )
+
+
+for _op in (_augment_op, _augment_noise_op):
+    _op.register_autograd(_not_differentiable, setup_context=lambda ctx, inputs, output: None)

@@ -48,9 +48,12 @@ def hutchinson_penalty(
 
     estimator "jvp": exact J v by forward-mode AD (torch.func.jvp).
     estimator "fd":  J v ~ (fn(x + e v) - fn(x)) / e with e = fd_eps, difference in float32
-                     (float64 for float64 x).
-                     Pass fx = fn(x) if already computed to save one evaluation. This is the
-                     form that compiles (forward-mode AD through GroupNorm does not).
+                     (float64 for float64 x). fn is called once, on the batch
+                     [x, x + e v_1, ..., x + e v_P] ((P+1)B rows; fn must treat rows
+                     independently); pass fx = fn(x) if already computed to leave x out.
+                     This is the form that compiles (forward-mode AD through GroupNorm
+                     does not). Under bf16 autocast, e = 1e-3 is below the input's
+                     resolution: evaluate fn in float32 or raise e.
     vectors: optional explicit probes (probes, *x.shape) instead of drawing them (lets two
     implementations be compared on the same probes).
 
@@ -81,29 +84,42 @@ def hutchinson_penalty(
             f"{OP}: argument 'fx' is only used by estimator 'fd', got estimator={estimator!r}"
         )
 
-    ct = torch.float64 if x.dtype == torch.float64 else torch.float32
-    total = x.new_zeros(b, dtype=ct)
-    for k in range(probes):
-        v = vectors[k].to(x.dtype) if vectors is not None else probe_like(x, probe, generator)
-        if estimator == "jvp":
+    if vectors is None:
+        vectors = torch.stack([probe_like(x, probe, generator) for _ in range(probes)])
+    vectors = vectors.to(x.dtype)
+    if estimator == "jvp":
+        ct = torch.float64 if x.dtype == torch.float64 else torch.float32
+        total = x.new_zeros(b, dtype=ct)
+        for v in vectors:
             out, jv = torch.func.jvp(fn, (x,), (v,))
             _check_out(out, b)
-            jv = jv.to(ct)
-        else:
-            if fx is None:
-                fx = fn(x)
-            out = fn(x + fd_eps * v)
-            _check_out(out, b)
-            _check_out(fx, b, name="fx")
-            jv = (out.to(ct) - fx.to(ct)) / fd_eps
-        total = total + jv.reshape(b, -1).pow(2).sum(1)
-    est = total / probes
-    return est if weight is None else est * weight.to(ct)
+            total = total + jv.to(ct).reshape(b, -1).pow(2).sum(1)
+        est = total / probes
+    else:  # one batched call: [x (unless fx is given), x + e v_1, ..., x + e v_P]
+        perturbed = [x + fd_eps * v for v in vectors]
+        out = fn(torch.cat(perturbed if fx is not None else [x, *perturbed]))
+        _check_out(out, b * (probes + (fx is None)))
+        if fx is None:
+            fx, out = out[:b], out[b:]
+        _check_out(fx, b, name="fx")
+        est = fd_estimate(fx, out.reshape(probes, *fx.shape), fd_eps)
+    return est if weight is None else est * weight.to(est.dtype)
 
 
-def _check_out(out: object, b: int, name: str = "fn(x)") -> None:
-    if not isinstance(out, torch.Tensor) or out.dim() < 1 or out.shape[0] != b:
+def fd_estimate(base: torch.Tensor, perturbed: torch.Tensor, fd_eps: float) -> torch.Tensor:
+    """Mean over probes of ||(f(x + e v_k) - f(x)) / e||^2 per sample: base (B, ...),
+    perturbed (P, B, ...) -> (B,), with the difference taken in float32 (float64 for float64).
+    The perturbation must be resolvable in the precision f ran in (e = 1e-3 is below bf16's
+    resolution near 1: evaluate f in float32 for this term)."""
+    ct = torch.float64 if base.dtype == torch.float64 else torch.float32
+    diff = (perturbed.to(ct) - base.to(ct).unsqueeze(0)) / fd_eps
+    return diff.reshape(diff.shape[0], diff.shape[1], -1).pow(2).sum(-1).mean(0)
+
+
+def _check_out(out: object, rows: int, name: str = "fn(x)") -> None:
+    if not isinstance(out, torch.Tensor) or out.dim() < 1 or out.shape[0] != rows:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(
-            f"{OP}: {name} must be a tensor of shape ({b}, ...) (one output per sample), got {got}"
+            f"{OP}: {name} must return one output per input row, shape "
+            f"({rows}, ...) for the {rows} rows it was given; got {got}"
         )

@@ -5,12 +5,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _backends
+from . import _backends, _triton
 from ._validate import check_choice, check_nonempty, check_positive, check_same, check_tensor
 
 OP = "snr_weighted_infonce"
 REDUCTIONS = ("mean", "sum", "none")
 NORM_EPS = 1e-12  # x / max(||x||, eps), as F.normalize
+# Test tolerances of the fast backends against the float64 reference (added to
+# 2 x the error of the reference run in the same input dtype).
+TOL = {torch.float32: dict(atol=1e-5, rtol=1e-4), torch.bfloat16: dict(atol=1e-3, rtol=2e-2)}
 
 
 def snr_weighted_infonce(
@@ -56,7 +59,16 @@ def snr_weighted_infonce(
     temperature = check_positive(OP, "temperature", temperature)
     check_choice(OP, "reduction", reduction, REDUCTIONS)
     impl = _backends.resolve(OP, backend, query.device, query.dtype)
-    return impl.fn(query, key, weight, temperature, bool(normalize), bool(symmetric), reduction)
+    if impl.name == "reference":
+        return impl.fn(query, key, weight, temperature, bool(normalize), bool(symmetric), reduction)
+    per = torch.ops.arcdae_fast.infonce_rows(
+        query, key, temperature, bool(normalize), bool(symmetric), impl.name
+    )[0]
+    if weight is not None:
+        per = per * weight.to(per.dtype)  # autograd gives the weight its gradient too
+    if reduction == "none":
+        return per
+    return per.sum() / (per.shape[0] if reduction == "mean" else 1)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -93,6 +105,129 @@ _backends.register(
     OP,
     "reference",
     snr_weighted_infonce_reference,
-    priority={"cpu": 0, "cuda": 0, "mps": 0, "meta": 0},
-    dtypes=(torch.float32, torch.float64, torch.float16, torch.bfloat16),
+    priority=_backends.ANY_DEVICE,
+    dtypes=_backends.ALL_FLOATS,
 )
+_backends.register(
+    OP,
+    "triton",
+    "arcdae_fast.kernels.infonce",
+    priority=_triton.PRIORITY,
+    dtypes=_backends.LOW_AND_SINGLE,
+    probe=_triton.reasons,
+)
+
+# -- fast backends: one custom op pair; a backend supplies two primitives -------------------
+#   lse_rows(q, k, inv_q, inv_k, scale) -> (N,) float32 row logsumexp of the logit matrix
+#   grad_rows(q, k, inv_q, inv_k, scale, lse_own, c_own, lse_other, c_other) -> (N, D) float32
+# (see kernels/infonce.py); the O(N*D) parts (norms, positives, normalize backward) are here.
+
+
+def _norms(x: torch.Tensor, normalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(||x_i||, 1 / max(||x_i||, eps)) in float32; ones when not normalizing."""
+    if not normalize:
+        ones = x.new_ones(x.shape[0], dtype=torch.float32)
+        return ones, ones
+    norm = torch.linalg.vector_norm(x.float(), dim=1)
+    return norm, 1.0 / norm.clamp_min(NORM_EPS)
+
+
+@torch.library.custom_op("arcdae_fast::infonce_rows", mutates_args=())
+def _infonce_rows(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    temperature: float,
+    normalize: bool,
+    symmetric: bool,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unweighted per-row losses (N,) and the row / column LSEs saved for backward."""
+    prim = _backends.primitives(OP, backend)
+    scale = 1.0 / temperature
+    (_, inv_q), (_, inv_k) = _norms(query, normalize), _norms(key, normalize)
+    diag = (query.float() * key.float()).sum(1) * inv_q * inv_k * scale
+    lse_r = prim.lse_rows(query, key, inv_q, inv_k, scale)
+    loss = lse_r - diag
+    lse_c = lse_r.new_empty(0)
+    if symmetric:
+        lse_c = prim.lse_rows(key, query, inv_k, inv_q, scale)
+        loss = 0.5 * (loss + lse_c - diag)
+    return loss, lse_r, lse_c
+
+
+@_infonce_rows.register_fake
+def _(query, key, temperature, normalize, symmetric, backend):
+    n = query.shape[0]
+    f32 = dict(dtype=torch.float32)
+    return (
+        query.new_empty(n, **f32),
+        query.new_empty(n, **f32),
+        query.new_empty(n if symmetric else 0, **f32),
+    )
+
+
+@torch.library.custom_op("arcdae_fast::infonce_rows_backward", mutates_args=())
+def _infonce_rows_backward(
+    grad: torch.Tensor,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    lse_r: torch.Tensor,
+    lse_c: torch.Tensor,
+    temperature: float,
+    normalize: bool,
+    symmetric: bool,
+    backend: str,
+    need_query: bool,
+    need_key: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of sum_i grad_i * loss_i w.r.t. query and key (empty when not needed)."""
+    prim = _backends.primitives(OP, backend)
+    scale = 1.0 / temperature
+    (norm_q, inv_q), (norm_k, inv_k) = _norms(query, normalize), _norms(key, normalize)
+    a = grad.float() * (0.5 if symmetric else 1.0)  # coefficient of the row losses
+    b = a if symmetric else None  # ... and of the column losses
+    lse_col = lse_c if symmetric else None
+    positives = (a + b if symmetric else a) * scale  # d/ds_ii of -s_ii terms
+    out = []
+    for need, x, y, norm_x, inv_x, inv_y, own, other in (
+        (need_query, query, key, norm_q, inv_q, inv_k, (lse_r, a), (lse_col, b)),
+        (need_key, key, query, norm_k, inv_k, inv_q, (lse_col, b), (lse_r, a)),
+    ):
+        if not need:
+            out.append(x.new_empty(0))
+            continue
+        dxn = prim.grad_rows(x, y, inv_x, inv_y, scale, *own, *other)
+        xn = x.float() * inv_x[:, None]
+        dxn = dxn - positives[:, None] * (y.float() * inv_y[:, None])
+        if normalize:  # d(x / max(|x|, eps)): project out the radial part unless clamped
+            radial = xn * (xn * dxn).sum(1, keepdim=True)
+            dxn = torch.where((norm_x > NORM_EPS)[:, None], dxn - radial, dxn)
+            dxn = dxn * inv_x[:, None]
+        out.append(dxn.to(x.dtype))
+    return out[0], out[1]
+
+
+@_infonce_rows_backward.register_fake
+def _(
+    grad, query, key, lse_r, lse_c, temperature, normalize, symmetric, backend, need_query, need_key
+):
+    return (
+        torch.empty_like(query) if need_query else query.new_empty(0),
+        torch.empty_like(key) if need_key else key.new_empty(0),
+    )
+
+
+def _setup_context(ctx, inputs, output):
+    query, key, temperature, normalize, symmetric, backend = inputs
+    ctx.save_for_backward(query, key, output[1], output[2])
+    ctx.args = (temperature, normalize, symmetric, backend)
+
+
+def _backward(ctx, grad_loss, _grad_lse_r, _grad_lse_c):
+    query, key, lse_r, lse_c = ctx.saved_tensors
+    need_q, need_k = ctx.needs_input_grad[:2]
+    dq, dk = _infonce_rows_backward(grad_loss, query, key, lse_r, lse_c, *ctx.args, need_q, need_k)
+    return dq if need_q else None, dk if need_k else None, None, None, None, None
+
+
+_infonce_rows.register_autograd(_backward, setup_context=_setup_context)

@@ -120,7 +120,8 @@ def main(argv=None) -> None:
     label = "B={},N={},C={},K={},Dk={}".format(*shape)
     for prov, (kind, arg) in select(providers(device, dtype), a.providers).items():
         if kind == "skip":
-            rows.append(Row("attn_pool", prov, "-", label, str(dtype), None, note=arg))
+            dt = str(dtype).replace("torch.", "")
+            rows.append(Row("attn_pool", prov, "-", label, dt, None, note=arg))
             continue
         try:
             fwd, bwd = make_case(shape, dtype, device, kind, arg)
@@ -143,7 +144,7 @@ def main(argv=None) -> None:
                     prov,
                     "-",
                     label,
-                    str(dtype),
+                    str(dtype).replace("torch.", ""),
                     None,
                     note=f"failed: {str(e).splitlines()[0][:80]}",
                 )

@@ -24,8 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch._functorch.config
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# The "bwd" mode replays backward on one kept forward (retain_graph); torch.compile's donated
+# backward buffers forbid that, so benchmarks turn donation off (a memory optimisation only).
+torch._functorch.config.donated_buffer = False  # noqa: SLF001
 
 
 def device_name(device: torch.device) -> str:
@@ -211,7 +215,7 @@ def write_rows(rows: list[Row], device: torch.device, out: Path) -> None:
 
 def print_rows(rows: list[Row]) -> None:
     print(
-        f"{'provider':<22}{'mode':<9}{'shape':<24}{'dtype':<10}{'ms':>10}{'metric':>16}"
+        f"{'provider':<22}{'mode':<9}{'shape':<30}{'dtype':<10}{'ms':>10}{'metric':>16}"
         f"{'roof%':>8}{'peak MB':>10}  note"
     )
     for r in rows:
@@ -220,7 +224,7 @@ def print_rows(rows: list[Row]) -> None:
         roof = f"{100 * r.roofline_frac:.1f}" if r.roofline_frac is not None else "-"
         mem = f"{r.peak_mem_bytes / 1e6:.1f}" if r.peak_mem_bytes is not None else "-"
         print(
-            f"{r.provider:<22}{r.mode:<9}{r.shape:<24}{r.dtype:<10}{ms:>10}{val:>16}"
+            f"{r.provider:<22}{r.mode:<9}{r.shape:<30}{r.dtype:<10}{ms:>10}{val:>16}"
             f"{roof:>8}{mem:>10}  {r.note}"
         )
 

@@ -1,6 +1,7 @@
 # Set-up and common tasks. `make quickstart` and `make test` work on a fresh machine:
 # they create .venv (installing torch==2.13.0 only when no torch is importable) and
-# install this package in editable mode before doing their job.
+# install this package in editable mode, which builds the C++ extension from csrc/
+# (rebuilt when a csrc/ file changes), before doing their job.
 PY ?= python3
 VENV ?= .venv
 VPY := $(VENV)/bin/python
@@ -10,7 +11,9 @@ OUT ?= runs/quickstart
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml setup.py
+CSRC := $(wildcard csrc/*.h csrc/*.cpp csrc/*/*.h csrc/*/*.cuh csrc/*/*.cpp csrc/*/*.cu)
+
+$(VENV)/.installed: pyproject.toml setup.py $(CSRC)
 	test -x $(VPY) || $(PY) -m venv --system-site-packages $(VENV)
 	$(VPY) -c "import torch" 2>/dev/null || $(VPY) -m pip install "torch==2.13.0"
 	$(VPY) -m pip install --no-build-isolation -e ".[test]"

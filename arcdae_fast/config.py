@@ -69,6 +69,11 @@ class ModelConfig:
     num_parts: int = _f(8, min=0)
     part_key_dim: int = _f(64, min=1)
     part_dim: int = _f(128, min=1)
+    fused_adagn: bool = _f(
+        True,
+        doc="U-Net AdaGN through objective.backend (the fused C++/CUDA "
+        "op when available); false: the eager reference composition",
+    )
 
 
 @dataclass

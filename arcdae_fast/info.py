@@ -46,6 +46,19 @@ def report() -> str:
         )
     else:
         lines.append("GPU: none (torch.cuda.is_available() is False)")
+    from .ops import _ext
+
+    info = _ext.build_info()
+    err = _ext.load_error()
+    if err:
+        lines.append(f"C++ extension: not usable ({err})")
+    else:
+        cuda = (
+            ("with CUDA kernels (archs " + info.get("cuda_archs", "?") + ")")
+            if info.get("cuda")
+            else f"CPU kernels only ({info.get('why_no_cuda') or 'no CUDA sources'})"
+        )
+        lines.append(f"C++ extension: built, {cuda}")
     env = _backends.ENV_VAR
     lines.append(
         f"{env}={os.environ.get(env, '')!r}  TRITON_INTERPRET="

@@ -83,7 +83,7 @@ def build_denoiser(cfg: Config) -> UNet:
         z_dim=m.z_dim,
         head_channels=m.head_channels,
         max_groups=m.max_groups,
-        adagn_backend=cfg.objective.backend,
+        adagn_backend=cfg.objective.backend if m.fused_adagn else "reference",
     )
 
 

@@ -19,15 +19,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    RESULTS,
     Row,
     base_parser,
     fast_backends,
     measure_roofline,
-    print_rows,
+    report,
     run_modes,
     select,
-    write_rows,
 )
 
 from arcdae_fast.ops import attention_pool  # noqa: E402
@@ -149,8 +147,7 @@ def main(argv=None) -> None:
                     note=f"failed: {str(e).splitlines()[0][:80]}",
                 )
             )
-    print_rows(rows)
-    write_rows(rows, device, Path(a.out) if a.out else RESULTS / f"attn_pool_{device.type}.csv")
+    report(rows, device, a.out, "attn_pool")
 
 
 if __name__ == "__main__":

@@ -16,15 +16,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    RESULTS,
     Row,
     base_parser,
     fast_backends,
     measure_roofline,
-    print_rows,
+    report,
     run_modes,
     select,
-    write_rows,
 )
 
 from arcdae_fast.ops import sample_augment_params, timestep_augment, timestep_augment_with_noise  # noqa: E402
@@ -98,8 +96,7 @@ def main(argv=None) -> None:
             metric=metric,
             memory=not a.no_memory,
         )
-    print_rows(rows)
-    write_rows(rows, device, Path(a.out) if a.out else RESULTS / f"augment_{device.type}.csv")
+    report(rows, device, a.out, "augment")
 
 
 if __name__ == "__main__":

@@ -15,15 +15,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    RESULTS,
     Row,
     base_parser,
     fast_backends,
     measure_roofline,
-    print_rows,
+    report,
     run_modes,
     select,
-    write_rows,
 )
 
 from arcdae_fast.ops import snr_weighted_infonce  # noqa: E402
@@ -137,8 +135,7 @@ def main(argv=None) -> None:
                 )
             except torch.OutOfMemoryError as e:
                 rows.append(oom_row(prov, big, d, dtype, e))
-    print_rows(rows)
-    write_rows(rows, device, Path(a.out) if a.out else RESULTS / f"infonce_{device.type}.csv")
+    report(rows, device, a.out, "infonce")
 
 
 if __name__ == "__main__":

@@ -229,6 +229,12 @@ def print_rows(rows: list[Row]) -> None:
         )
 
 
+def report(rows: list[Row], device: torch.device, out: str | None, bench: str) -> None:
+    """Print the table and append the rows to --out (default bench/results/<bench>_<dev>.csv)."""
+    print_rows(rows)
+    write_rows(rows, device, Path(out) if out else RESULTS / f"{bench}_{device.type}.csv")
+
+
 def base_parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

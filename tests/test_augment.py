@@ -270,3 +270,14 @@ def test_not_differentiable_inputs_rejected():
         timestep_augment(x, p, torch.ones(2), torch.ones(2), torch.zeros(2, 3, 6, 9))
     with pytest.raises(ValueError, match="'seed' must be an int"):
         timestep_augment_with_noise(images(), p, torch.ones(2), torch.ones(2), seed=-1)
+
+
+@pytest.mark.skipif("cpp" not in FAST, reason="the C++ extension is not built")
+def test_cpp_noise_is_the_reference_noise():
+    x = images(b=3, h=5, w=4)
+    p = sample_augment_params(torch.rand(3))
+    a, s = torch.rand(3), torch.rand(3)
+    ref = timestep_augment_with_noise(x, p, a, s, seed=2**40 + 3, offset=9, backend="reference")
+    cpp = timestep_augment_with_noise(x, p, a, s, seed=2**40 + 3, offset=9, backend="cpp")
+    assert torch.equal(ref[2], cpp[2])
+    torch.testing.assert_close(cpp[1], ref[1], atol=1e-5, rtol=0)

@@ -8,12 +8,19 @@ from arcdae_fast.ops import _backends, _triton, snr_weighted_infonce
 CPU = torch.device("cpu")
 
 
-def test_auto_prefers_reference_on_cpu_and_registry_lists_ops():
+def test_auto_picks_the_highest_priority_available_backend():
     assert {"snr_weighted_infonce", "attention_pool", "timestep_augment", "adagn"} <= set(
         _backends.ops()
     )
     for op in _backends.ops():
-        assert _backends.resolve(op, "auto", CPU, torch.float32).name == "reference"
+        usable = {
+            n: b.priority["cpu"]
+            for n, b in _backends.backends(op).items()
+            if b.priority.get("cpu", -1) >= 0 and not b.reasons(CPU, torch.float32)
+        }
+        best = max(usable, key=usable.get)
+        assert _backends.resolve(op, "auto", CPU, torch.float32).name == best
+        assert _backends.resolve(op, "auto", CPU, torch.float64).name == "reference"
 
 
 def test_forced_backend_that_cannot_run_lists_reasons():
@@ -45,7 +52,7 @@ def test_environment_override(monkeypatch):
     monkeypatch.setenv("ARCDAE_FAST_BACKEND", "attention_pool=reference,timestep_augment=triton")
     assert _backends.resolve("attention_pool", "auto", CPU, torch.float32).name == "reference"
     assert _backends.resolve("timestep_augment", "auto", CPU, torch.float32).name == "triton"
-    assert _backends.resolve("adagn", "auto", CPU, torch.float32).name == "reference"
+    assert _backends.resolve("adagn", "auto", CPU, torch.float64).name == "reference"
     monkeypatch.setenv("ARCDAE_FAST_BACKEND", "cudnn")
     with pytest.raises(
         ValueError,
@@ -58,4 +65,27 @@ def test_info_reports_every_op_and_reason():
     text = report()
     for op in _backends.ops():
         assert f"{op}:" in text
-    assert "cpu: auto -> reference" in text and "torch " in text
+    assert "cpu: auto -> " in text and "torch " in text
+
+
+def test_extension_is_built_here():
+    """The README's set-up builds arcdae_fast._C; a silent build failure must not pass CI."""
+    from arcdae_fast.ops import _ext
+
+    if _ext.build_info().get("why_no_cpu", "").startswith("ARCDAE_FAST_SKIP_EXT"):
+        pytest.skip("installed with ARCDAE_FAST_SKIP_EXT=1")
+    assert _ext.load_error() is None
+    assert _ext.build_info()["cpu"] is True
+
+
+def test_missing_extension_falls_back_and_says_why(monkeypatch):
+    from arcdae_fast.ops import _ext, adagn
+
+    monkeypatch.setattr(
+        _ext, "load_error", lambda: "the C++ extension arcdae_fast._C is missing (simulated)"
+    )
+    assert _backends.resolve("adagn", "auto", CPU, torch.float32).name == "reference"
+    x, s = torch.randn(2, 4, 3, 3), torch.randn(2, 4)
+    with pytest.raises(RuntimeError, match=r"backend 'cpp'.*missing \(simulated\)"):
+        adagn(x, None, None, s, s, groups=2, backend="cpp")
+    assert "missing (simulated)" in report()

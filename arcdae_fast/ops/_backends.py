@@ -39,7 +39,7 @@ class Backend:
     probe: Callable[[str], list[str]] = field(default=lambda device_type: [])
 
     def reasons(self, device: torch.device, dtype: torch.dtype) -> list[str]:
-        out = list(self.probe(device.type))
+        out = list(_probe(self.op, self.name, device.type))
         if device.type not in self.priority:
             out.append(
                 f"device {device.type!r} not supported (supports "
@@ -51,15 +51,27 @@ class Backend:
 
 
 _REGISTRY: dict[str, dict[str, Backend]] = {}
+
+
+@torch.compiler.assume_constant_result
+def _probe(op: str, name: str, device_type: str) -> tuple[str, ...]:
+    """A backend's availability probe, run eagerly even while torch.compile traces (probes
+    import modules and load libraries, which Dynamo does not trace)."""
+    return tuple(_REGISTRY[op][name].probe(device_type))
+
+
 ANY_DEVICE = {"cpu": 0, "cuda": 0, "mps": 0, "meta": 0}
 ALL_FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 LOW_AND_SINGLE = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def primitives(op: str, backend: str) -> ModuleType:
-    """The module of kernel primitives of a fast backend (registered by module path), imported
-    on first use so that `import arcdae_fast` never imports Triton or the extension."""
-    return importlib.import_module(backends(op)[backend].fn)
+def primitives(op: str, backend: str) -> ModuleType | Any:
+    """The kernel primitives of a fast backend, registered as "module" or "module:attribute"
+    and imported on first use, so that `import arcdae_fast` never imports Triton or loads the
+    extension."""
+    module, _, attr = backends(op)[backend].fn.partition(":")
+    found = importlib.import_module(module)
+    return getattr(found, attr) if attr else found
 
 
 def register(
@@ -74,6 +86,11 @@ def register(
     _REGISTRY.setdefault(op, {})[name] = Backend(
         op, name, fn, dict(priority), tuple(dtypes), probe or (lambda device_type: [])
     )
+
+
+def register_reference(op: str, fn: Callable) -> None:
+    """The eager ground truth: any device, any float dtype, priority 0."""
+    register(op, "reference", fn, priority=ANY_DEVICE, dtypes=ALL_FLOATS)
 
 
 def backends(op: str) -> dict[str, Backend]:

@@ -24,3 +24,17 @@ def reasons(device_type: str) -> list[str]:
             "importing arcdae_fast (correct but slow; meant for tests)"
         ]
     return [f"Triton has no backend for device type {device_type!r}"]
+
+
+def register(op: str, module: str) -> None:
+    """Register the Triton backend of `op` (kernels in arcdae_fast.kernels.<module>)."""
+    from . import _backends
+
+    _backends.register(
+        op,
+        "triton",
+        f"arcdae_fast.kernels.{module}",
+        priority=PRIORITY,
+        dtypes=_backends.LOW_AND_SINGLE,
+        probe=reasons,
+    )

@@ -5,10 +5,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _backends
+from . import _backends, _ext
 from ._validate import check_nonempty, check_positive, check_tensor
 
 OP = "adagn"
+# Test tolerances of the fast backends against the float64 reference (added to
+# 2 x the error of the reference run in the same input dtype).
+TOL = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.bfloat16: dict(atol=2e-2, rtol=1e-2)}
 
 
 def adagn(
@@ -25,7 +28,8 @@ def adagn(
 ) -> torch.Tensor:
     """y = SiLU((GroupNorm(x) * (1 + scale) + shift) * (1 + zscale)).
 
-    x: (B, C, H, W) (any memory format); weight, bias: (C,) GroupNorm affine or None;
+    x: (B, C, H, W) (any memory format; the output keeps channels_last); weight, bias: (C,)
+    GroupNorm affine or None;
     scale, shift: (B, C) from the timestep embedding; zscale: (B, C) from the semantic code,
     or None. Statistics in float32; returns x's dtype.
 
@@ -49,9 +53,18 @@ def adagn(
         raise ValueError(
             f"{OP}: argument 'groups' must be a positive divisor of C={c}, got {groups!r}"
         )
+    if (c // groups) * x.shape[2] * x.shape[3] < 2:
+        raise ValueError(
+            f"{OP}: each group must hold more than one value (C/groups * H * W = "
+            f"{(c // groups) * x.shape[2] * x.shape[3]}): the variance is undefined"
+        )
     eps = check_positive(OP, "eps", eps)
     impl = _backends.resolve(OP, backend, x.device, x.dtype)
-    return impl.fn(x, weight, bias, scale, shift, zscale, groups, eps)
+    if impl.name == "reference":
+        return impl.fn(x, weight, bias, scale, shift, zscale, groups, eps)
+    return torch.ops.arcdae_fast.adagn_fused(
+        x, weight, bias, scale, shift, zscale, groups, eps, impl.name
+    )[0]
 
 
 def adagn_reference(
@@ -77,10 +90,130 @@ def adagn_reference(
     return F.silu(h).to(x.dtype)
 
 
-_backends.register(
-    OP,
-    "reference",
-    adagn_reference,
-    priority={"cpu": 0, "cuda": 0, "mps": 0, "meta": 0},
-    dtypes=(torch.float32, torch.float64, torch.float16, torch.bfloat16),
-)
+_backends.register_reference(OP, adagn_reference)
+_ext.register(OP, "adagn", cuda_priority=_ext.CUDA_PRIORITY)
+
+# -- fast backends (the C++/CUDA extension): one fused op node for torch.compile. The kernels
+#    take x contiguous in NCHW or channels_last and the small (C,) / (B, C) tensors in
+#    float32; gradients are cast back to each input's dtype here.
+
+
+def _dense(x: torch.Tensor) -> torch.Tensor:
+    """x itself if contiguous or channels_last, else a contiguous copy."""
+    if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
+        return x
+    return x.contiguous()
+
+
+def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.float().contiguous()
+
+
+@torch.library.custom_op("arcdae_fast::adagn_fused", mutates_args=())
+def _adagn_fused(
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    scale: torch.Tensor,
+    shift: torch.Tensor,
+    zscale: torch.Tensor | None,
+    groups: int,
+    eps: float,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y like x, mean (B, G), rstd (B, G), sig) with float32 statistics; sig = sigmoid of the
+    pre-activation, saved for backward for float32 on CPU (else empty: recomputed)."""
+    return _backends.primitives(OP, backend).forward(
+        _dense(x), _f32(weight), _f32(bias), _f32(scale), _f32(shift), _f32(zscale), groups, eps
+    )
+
+
+@_adagn_fused.register_fake
+def _(x, weight, bias, scale, shift, zscale, groups, eps, backend):
+    stats = x.new_empty(x.shape[0], groups, dtype=torch.float32)
+    y = torch.empty_like(_dense(x))
+    saved = x.device.type == "cpu" and x.dtype == torch.float32
+    sig = torch.empty_like(y) if saved else x.new_empty(0)
+    return y, stats, torch.empty_like(stats), sig
+
+
+@torch.library.custom_op("arcdae_fast::adagn_fused_backward", mutates_args=())
+def _adagn_fused_backward(
+    dy: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    scale: torch.Tensor,
+    shift: torch.Tensor,
+    zscale: torch.Tensor | None,
+    mean: torch.Tensor,
+    rstd: torch.Tensor,
+    sig: torch.Tensor,
+    groups: int,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dweight, dbias, dscale, dshift, dzscale); empty where the input is None."""
+    xd = _dense(x)
+    dx, dw, db, ds, dsh, dz = _backends.primitives(OP, backend).backward(
+        dy.to(x.dtype),
+        xd,
+        _f32(weight),
+        _f32(bias),
+        _f32(scale),
+        _f32(shift),
+        _f32(zscale),
+        mean,
+        rstd,
+        sig,
+        groups,
+    )
+
+    def cast(g, like):
+        return g if like is None else g.to(like.dtype)
+
+    return (
+        dx,
+        cast(dw, weight),
+        cast(db, bias),
+        ds.to(scale.dtype),
+        dsh.to(shift.dtype),
+        cast(dz, zscale),
+    )
+
+
+@_adagn_fused_backward.register_fake
+def _(dy, x, weight, bias, scale, shift, zscale, mean, rstd, sig, groups, backend):
+    empty = x.new_empty(0, dtype=torch.float32)
+
+    def like(t):
+        return empty if t is None else torch.empty_like(t)
+
+    return (
+        torch.empty_like(_dense(x)),
+        like(weight),
+        like(bias),
+        torch.empty_like(scale),
+        torch.empty_like(shift),
+        like(zscale),
+    )
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, scale, shift, zscale, groups, eps, backend = inputs
+    ctx.save_for_backward(x, weight, bias, scale, shift, zscale, *output[1:])
+    ctx.set_materialize_grads(False)  # unused outputs' gradients stay None, not zeros
+    ctx.args = (groups, backend)
+
+
+def _backward(ctx, dy, _dmean, _drstd, _dsig):
+    if dy is None:
+        return (None,) * 9
+    x, weight, bias, scale, shift, zscale, mean, rstd, sig = ctx.saved_tensors
+    grads = _adagn_fused_backward(
+        dy, x, weight, bias, scale, shift, zscale, mean, rstd, sig, *ctx.args
+    )
+    present = (True, weight is not None, bias is not None, True, True, zscale is not None)
+    return (*(g if p else None for g, p in zip(grads, present)), None, None, None)
+
+
+_adagn_fused.register_autograd(_backward, setup_context=_setup_context)

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from . import _backends, _triton
+from . import _backends, _ext, _triton
 from ._validate import check_nonempty, check_positive, check_same, check_tensor
 
 OP = "attention_pool"
@@ -67,21 +67,9 @@ def attention_pool_reference(
     return (rho @ xf).to(x.dtype)
 
 
-_backends.register(
-    OP,
-    "reference",
-    attention_pool_reference,
-    priority=_backends.ANY_DEVICE,
-    dtypes=_backends.ALL_FLOATS,
-)
-_backends.register(
-    OP,
-    "triton",
-    "arcdae_fast.kernels.attn_pool",
-    priority=_triton.PRIORITY,
-    dtypes=_backends.LOW_AND_SINGLE,
-    probe=_triton.reasons,
-)
+_backends.register_reference(OP, attention_pool_reference)
+_triton.register(OP, "attn_pool")
+_ext.register(OP, "attn_pool")
 
 # -- fast backends: a backend supplies pool_fwd(x, qk) -> (out, lse) and
 #    pool_bwd(dout, x, qk, delta, lse) -> (dx, dqk) (see kernels/attn_pool.py), with
@@ -140,10 +128,13 @@ def _(dout, x, query, key_weight, out, lse, scale, backend):
 def _setup_context(ctx, inputs, output):
     x, query, key_weight, scale, backend = inputs
     ctx.save_for_backward(x, query, key_weight, *output)
+    ctx.set_materialize_grads(False)  # unused outputs' gradients stay None, not zeros
     ctx.args = (scale, backend)
 
 
 def _backward(ctx, grad_out, _grad_lse):
+    if grad_out is None:
+        return None, None, None, None, None
     dx, dq, dw = _pool_bwd(grad_out, *ctx.saved_tensors, *ctx.args)
     return dx, dq, dw, None, None
 

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from . import _backends, _triton
+from . import _backends, _ext, _triton
 from ._validate import check_nonempty, check_tensor
 
 OP = "timestep_augment"
@@ -209,21 +209,9 @@ def timestep_augment_reference(
     return x_t.to(x.dtype), view.to(x.dtype)
 
 
-_backends.register(
-    OP,
-    "reference",
-    timestep_augment_reference,
-    priority=_backends.ANY_DEVICE,
-    dtypes=_backends.ALL_FLOATS,
-)
-_backends.register(
-    OP,
-    "triton",
-    "arcdae_fast.kernels.augment",
-    priority=_triton.PRIORITY,
-    dtypes=_backends.LOW_AND_SINGLE,
-    probe=_triton.reasons,
-)
+_backends.register_reference(OP, timestep_augment_reference)
+_triton.register(OP, "augment")
+_ext.register(OP, "augment", cuda_priority=_ext.CUDA_PRIORITY_BEHIND_TRITON)
 
 # -- fast backends supply augment(x, params, alpha, sigma, noise | None, seed, offset)
 #    -> (x_t, view, noise) (see kernels/augment.py).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _backends, _triton
+from . import _backends, _ext, _triton
 from ._validate import check_choice, check_nonempty, check_positive, check_same, check_tensor
 
 OP = "snr_weighted_infonce"
@@ -101,21 +101,9 @@ def snr_weighted_infonce_reference(
     return per.sum() / (per.shape[0] if reduction == "mean" else 1)
 
 
-_backends.register(
-    OP,
-    "reference",
-    snr_weighted_infonce_reference,
-    priority=_backends.ANY_DEVICE,
-    dtypes=_backends.ALL_FLOATS,
-)
-_backends.register(
-    OP,
-    "triton",
-    "arcdae_fast.kernels.infonce",
-    priority=_triton.PRIORITY,
-    dtypes=_backends.LOW_AND_SINGLE,
-    probe=_triton.reasons,
-)
+_backends.register_reference(OP, snr_weighted_infonce_reference)
+_triton.register(OP, "infonce")
+_ext.register(OP, "infonce")
 
 # -- fast backends: one custom op pair; a backend supplies two primitives -------------------
 #   lse_rows(q, k, inv_q, inv_k, scale) -> (N,) float32 row logsumexp of the logit matrix
@@ -220,10 +208,13 @@ def _(
 def _setup_context(ctx, inputs, output):
     query, key, temperature, normalize, symmetric, backend = inputs
     ctx.save_for_backward(query, key, output[1], output[2])
+    ctx.set_materialize_grads(False)  # unused outputs' gradients stay None, not zeros
     ctx.args = (temperature, normalize, symmetric, backend)
 
 
 def _backward(ctx, grad_loss, _grad_lse_r, _grad_lse_c):
+    if grad_loss is None:  # the losses did not reach the output
+        return None, None, None, None, None, None
     query, key, lse_r, lse_c = ctx.saved_tensors
     need_q, need_k = ctx.needs_input_grad[:2]
     dq, dk = _infonce_rows_backward(grad_loss, query, key, lse_r, lse_c, *ctx.args, need_q, need_k)

@@ -1,0 +1,109 @@
+"""The C++/CUDA op library `arcdae_fast._C` (built from csrc/): loading, availability, and
+its ops grouped as backend primitives ("cpp" on CPU tensors, "cuda" on CUDA tensors; the same
+dispatcher ops, routed by device).
+
+The package works without it: the probes below say why it is unavailable and `auto` uses
+the other backends.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from functools import lru_cache, partial
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+CPP_PRIORITY = {"cpu": 10}
+CUDA_PRIORITY = {"cuda": 10}
+CUDA_PRIORITY_BEHIND_TRITON = {"cuda": 5}
+
+
+def register(op: str, primitives: str, cuda_priority: dict[str, int] | None = None) -> None:
+    """Register the extension's backends for `op`: "cpp" (CPU tensors) and, when the op has
+    CUDA kernels, "cuda"; primitives: the attribute of this module holding them."""
+    from . import _backends
+
+    path = f"arcdae_fast.ops._ext:{primitives}"
+    _backends.register(
+        op, "cpp", path, priority=CPP_PRIORITY, dtypes=_backends.LOW_AND_SINGLE, probe=cpp_reasons
+    )
+    if cuda_priority is not None:
+        _backends.register(
+            op,
+            "cuda",
+            path,
+            priority=cuda_priority,
+            dtypes=_backends.LOW_AND_SINGLE,
+            probe=cuda_reasons,
+        )
+
+
+def build_info() -> dict:
+    path = Path(__file__).resolve().parents[1] / "_build_info.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+@lru_cache(maxsize=1)
+def load_error() -> str | None:
+    """None once the library is loaded, else why it cannot be."""
+    spec = importlib.util.find_spec("arcdae_fast._C")
+    if spec is None or spec.origin is None:
+        why = build_info().get("why_no_cpu") or (
+            "not built: install with `pip install -e .` (needs a C++ compiler)"
+        )
+        return f"the C++ extension arcdae_fast._C is missing ({why})"
+    try:
+        torch.ops.load_library(spec.origin)
+    except OSError as e:
+        return f"arcdae_fast._C failed to load ({e})"
+    return None
+
+
+def cpp_reasons(device_type: str) -> list[str]:
+    if device_type != "cpu":
+        return [f"the cpp backend runs on CPU tensors, not {device_type!r}"]
+    err = load_error()
+    return [err] if err else []
+
+
+def cuda_reasons(device_type: str) -> list[str]:
+    if device_type != "cuda":
+        return [f"the cuda backend runs on CUDA tensors, not {device_type!r}"]
+    err = load_error()
+    if err:
+        return [err]
+    if not torch._C._dispatch_has_kernel_for_dispatch_key("arcdae_fast::adagn_forward", "CUDA"):
+        why = build_info().get("why_no_cuda") or "built without CUDA sources"
+        return [f"arcdae_fast._C has no CUDA kernels ({why}); rebuild on a CUDA machine"]
+    if not torch.cuda.is_available():
+        return ["torch.cuda.is_available() is False"]
+    return []
+
+
+def _call(name: str, *args):
+    err = load_error()
+    if err:
+        raise RuntimeError(err)
+    return getattr(torch.ops.arcdae_fast, name)(*args)
+
+
+def _augment(x, params, alpha, sigma, noise, seed=0, offset=0):
+    return _call("augment_forward", x, params, alpha, sigma, noise, seed, offset)
+
+
+adagn = SimpleNamespace(
+    forward=partial(_call, "adagn_forward"), backward=partial(_call, "adagn_backward")
+)
+infonce = SimpleNamespace(
+    lse_rows=partial(_call, "infonce_lse_rows"), grad_rows=partial(_call, "infonce_grad_rows")
+)
+attn_pool = SimpleNamespace(
+    pool_fwd=partial(_call, "attn_pool_forward"), pool_bwd=partial(_call, "attn_pool_backward")
+)
+augment = SimpleNamespace(augment=_augment)

@@ -89,3 +89,49 @@ def test_missing_extension_falls_back_and_says_why(monkeypatch):
     with pytest.raises(RuntimeError, match=r"backend 'cpp'.*missing \(simulated\)"):
         adagn(x, None, None, s, s, groups=2, backend="cpp")
     assert "missing (simulated)" in report()
+
+
+def _fast(op):
+    from helpers import fast_backends
+
+    return fast_backends(op)
+
+
+@pytest.mark.parametrize(
+    "op,module",
+    [
+        ("snr_weighted_infonce", "infonce"),
+        ("attention_pool", "attn_pool"),
+        ("timestep_augment", "augment"),
+        ("adagn", "adagn"),
+    ],
+)
+def test_every_selfcheck_passes_for_working_backends(op, module):
+    import importlib
+
+    check = importlib.import_module(f"arcdae_fast.ops.{module}")._selfcheck
+    for backend in _fast(op):
+        assert check(backend, CPU) is None, (op, backend)
+
+
+def test_a_failing_selfcheck_disables_the_backend(monkeypatch):
+    from arcdae_fast.ops import _ext
+    from arcdae_fast.ops import adagn as adagn_fn
+
+    if "cpp" not in _fast("adagn"):
+        pytest.skip("the C++ extension is not built")
+    real = _ext.adagn.forward
+
+    def broken(*args):
+        y, *rest = real(*args)
+        return (y * 1.5, *rest)
+
+    monkeypatch.setattr(_ext.adagn, "forward", broken)
+    monkeypatch.setattr(_backends, "SELFCHECK_DEVICES", {"cpu"})
+    monkeypatch.setattr(_backends, "_SELFCHECKS", {})
+    with pytest.warns(UserWarning, match="backend 'cpp' disabled: failed its self-check on cpu"):
+        assert _backends.resolve("adagn", "auto", CPU, torch.float32).name == "reference"
+    x, s = torch.randn(2, 4, 3, 3), torch.randn(2, 4)
+    with pytest.raises(RuntimeError, match="max error"):
+        adagn_fn(x, None, None, s, s, groups=2, backend="cpp")
+    assert _backends.selfcheck_results()[("adagn", "cpp", "cpu")].startswith("failed")

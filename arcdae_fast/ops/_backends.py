@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -37,6 +38,9 @@ class Backend:
     dtypes: tuple[torch.dtype, ...]
     # why the backend cannot run on a device type at all (missing library, no driver, ...)
     probe: Callable[[str], list[str]] = field(default=lambda device_type: [])
+    # on GPUs (which CI never sees): a one-time comparison with the reference on a tiny input;
+    # returns None when it agrees, else why not (the backend is then unavailable there)
+    selfcheck: Callable[[str, torch.device], str | None] | None = None
 
     def reasons(self, device: torch.device, dtype: torch.dtype) -> list[str]:
         out = list(_probe(self.op, self.name, device.type))
@@ -57,7 +61,35 @@ _REGISTRY: dict[str, dict[str, Backend]] = {}
 def _probe(op: str, name: str, device_type: str) -> tuple[str, ...]:
     """A backend's availability probe, run eagerly even while torch.compile traces (probes
     import modules and load libraries, which Dynamo does not trace)."""
-    return tuple(_REGISTRY[op][name].probe(device_type))
+    b = _REGISTRY[op][name]
+    why = list(b.probe(device_type))
+    if not why and b.selfcheck is not None and device_type in SELFCHECK_DEVICES:
+        failed = _selfcheck(op, name, device_type)
+        if failed:
+            why.append(failed)
+    return tuple(why)
+
+
+SELFCHECK_DEVICES = {"cuda"}  # where fast backends prove themselves before first use
+_SELFCHECKS: dict[tuple[str, str, str], str | None] = {}
+
+
+def _selfcheck(op: str, name: str, device_type: str) -> str | None:
+    key = (op, name, device_type)
+    if key not in _SELFCHECKS:
+        _SELFCHECKS[key] = None  # a check in progress counts as passed (no recursion)
+        try:
+            _SELFCHECKS[key] = _REGISTRY[op][name].selfcheck(name, torch.device(device_type))
+        except Exception as e:  # noqa: BLE001 - a crash is a failed check, with its reason
+            _SELFCHECKS[key] = f"failed its self-check on {device_type}: {type(e).__name__}: {e}"
+        if _SELFCHECKS[key]:
+            warnings.warn(f"{op}: backend {name!r} disabled: {_SELFCHECKS[key]}", stacklevel=3)
+    return _SELFCHECKS[key]
+
+
+def selfcheck_results() -> dict[tuple[str, str, str], str | None]:
+    """The self-checks run so far: (op, backend, device type) -> None or the failure."""
+    return dict(_SELFCHECKS)
 
 
 ANY_DEVICE = {"cpu": 0, "cuda": 0, "mps": 0, "meta": 0}
@@ -82,9 +114,10 @@ def register(
     priority: dict[str, int],
     dtypes: Sequence[torch.dtype],
     probe: Callable[[str], list[str]] | None = None,
+    selfcheck: Callable[[str, torch.device], str | None] | None = None,
 ) -> None:
     _REGISTRY.setdefault(op, {})[name] = Backend(
-        op, name, fn, dict(priority), tuple(dtypes), probe or (lambda device_type: [])
+        op, name, fn, dict(priority), tuple(dtypes), probe or (lambda device_type: []), selfcheck
     )
 
 

@@ -21,14 +21,22 @@ CUDA_PRIORITY = {"cuda": 10}
 CUDA_PRIORITY_BEHIND_TRITON = {"cuda": 5}
 
 
-def register(op: str, primitives: str, cuda_priority: dict[str, int] | None = None) -> None:
+def register(
+    op: str, primitives: str, cuda_priority: dict[str, int] | None = None, selfcheck=None
+) -> None:
     """Register the extension's backends for `op`: "cpp" (CPU tensors) and, when the op has
     CUDA kernels, "cuda"; primitives: the attribute of this module holding them."""
     from . import _backends
 
     path = f"arcdae_fast.ops._ext:{primitives}"
     _backends.register(
-        op, "cpp", path, priority=CPP_PRIORITY, dtypes=_backends.LOW_AND_SINGLE, probe=cpp_reasons
+        op,
+        "cpp",
+        path,
+        priority=CPP_PRIORITY,
+        dtypes=_backends.LOW_AND_SINGLE,
+        probe=cpp_reasons,
+        selfcheck=selfcheck,
     )
     if cuda_priority is not None:
         _backends.register(

@@ -26,7 +26,7 @@ def reasons(device_type: str) -> list[str]:
     return [f"Triton has no backend for device type {device_type!r}"]
 
 
-def register(op: str, module: str) -> None:
+def register(op: str, module: str, selfcheck=None) -> None:
     """Register the Triton backend of `op` (kernels in arcdae_fast.kernels.<module>)."""
     from . import _backends
 

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _backends, _ext
+from . import _selfcheck as _selfcheck_mod
 from ._validate import check_nonempty, check_positive, check_tensor
 
 OP = "adagn"
@@ -91,7 +92,31 @@ def adagn_reference(
 
 
 _backends.register_reference(OP, adagn_reference)
-_ext.register(OP, "adagn", cuda_priority=_ext.CUDA_PRIORITY)
+
+
+def _selfcheck(backend: str, device: torch.device) -> str | None:
+    def run(be, dev, dt):
+        outs = []
+        for channels_last in (False, True):
+            (x,) = _selfcheck_mod.leaves(dev, dt, _selfcheck_mod.randn(2, 8, 5, 6, seed=0))
+            if channels_last:
+                x = x.detach().to(memory_format=torch.channels_last).requires_grad_()
+            ps = _selfcheck_mod.leaves(
+                dev,
+                torch.float32,
+                *(
+                    _selfcheck_mod.randn(*s, seed=i)
+                    for i, s in enumerate(((8,), (8,), (2, 8), (2, 8), (2, 8)), 1)
+                ),
+            )
+            y = adagn(x, *ps, groups=4, backend=be)
+            outs += [y, *torch.autograd.grad(y, [x, *ps], torch.ones_like(y))]
+        return outs
+
+    return _selfcheck_mod.compare(run, backend, device)
+
+
+_ext.register(OP, "adagn", cuda_priority=_ext.CUDA_PRIORITY, selfcheck=_selfcheck)
 
 # -- fast backends (the C++/CUDA extension): one fused op node for torch.compile. The kernels
 #    take x contiguous in NCHW or channels_last and the small (C,) / (B, C) tensors in

@@ -7,6 +7,7 @@ import math
 import torch
 
 from . import _backends, _ext, _triton
+from . import _selfcheck as _selfcheck_mod
 from ._validate import check_nonempty, check_positive, check_same, check_tensor
 
 OP = "attention_pool"
@@ -68,8 +69,26 @@ def attention_pool_reference(
 
 
 _backends.register_reference(OP, attention_pool_reference)
-_triton.register(OP, "attn_pool")
-_ext.register(OP, "attn_pool")
+
+
+def _selfcheck(backend: str, device: torch.device) -> str | None:
+    def run(be, dev, dt):
+        (x,) = _selfcheck_mod.leaves(dev, dt, _selfcheck_mod.randn(3, 20, 48, seed=0))
+        q, w = _selfcheck_mod.leaves(
+            dev,
+            torch.float32,
+            _selfcheck_mod.randn(5, 16, seed=1),
+            _selfcheck_mod.randn(16, 48, seed=2) / 7,
+        )
+        out = attention_pool(x, q, w, backend=be)
+        go = _selfcheck_mod.randn(3, 5, 48, seed=3).to(dev, out.dtype)
+        return [out, *torch.autograd.grad(out, (x, q, w), go)]
+
+    return _selfcheck_mod.compare(run, backend, device)
+
+
+_triton.register(OP, "attn_pool", selfcheck=_selfcheck)
+_ext.register(OP, "attn_pool", selfcheck=_selfcheck)
 
 # -- fast backends: a backend supplies pool_fwd(x, qk) -> (out, lse) and
 #    pool_bwd(dout, x, qk, delta, lse) -> (dx, dqk) (see kernels/attn_pool.py), with

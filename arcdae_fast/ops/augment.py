@@ -11,6 +11,7 @@ import math
 import torch
 
 from . import _backends, _ext, _triton
+from . import _selfcheck as _selfcheck_mod
 from ._validate import check_nonempty, check_tensor
 
 OP = "timestep_augment"
@@ -210,8 +211,28 @@ def timestep_augment_reference(
 
 
 _backends.register_reference(OP, timestep_augment_reference)
-_triton.register(OP, "augment")
-_ext.register(OP, "augment", cuda_priority=_ext.CUDA_PRIORITY_BEHIND_TRITON)
+
+
+def _selfcheck(backend: str, device: torch.device) -> str | None:
+    def run(be, dev, dt):
+        g = torch.Generator().manual_seed(0)
+        x = (torch.rand(2, 3, 17, 13, generator=g) * 2 - 1).to(dev, dt)
+        p = sample_augment_params(torch.tensor([0.4, 1.0]), g).to(dev)
+        a, s = torch.rand(2, generator=g).to(dev), torch.rand(2, generator=g).to(dev)
+        noise = torch.randn(2, 3, 17, 13, generator=g).to(dev, dt)
+        outs = list(timestep_augment(x, p, a, s, noise, backend=be))
+        if be != "reference":  # in-kernel noise: consistent with its own view and noise
+            x_t, view, eps = timestep_augment_with_noise(x, p, a, s, seed=3, backend=be)
+            outs.append(x_t - (a.view(-1, 1, 1, 1) * view + s.view(-1, 1, 1, 1) * eps))
+        else:
+            outs.append(torch.zeros(()))
+        return outs
+
+    return _selfcheck_mod.compare(run, backend, device)
+
+
+_triton.register(OP, "augment", selfcheck=_selfcheck)
+_ext.register(OP, "augment", cuda_priority=_ext.CUDA_PRIORITY_BEHIND_TRITON, selfcheck=_selfcheck)
 
 # -- fast backends supply augment(x, params, alpha, sigma, noise | None, seed, offset)
 #    -> (x_t, view, noise) (see kernels/augment.py).

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _backends, _ext, _triton
+from . import _selfcheck as _selfcheck_mod
 from ._validate import check_choice, check_nonempty, check_positive, check_same, check_tensor
 
 OP = "snr_weighted_infonce"
@@ -102,8 +103,22 @@ def snr_weighted_infonce_reference(
 
 
 _backends.register_reference(OP, snr_weighted_infonce_reference)
-_triton.register(OP, "infonce")
-_ext.register(OP, "infonce")
+
+
+def _selfcheck(backend: str, device: torch.device) -> str | None:
+    def run(be, dev, dt):
+        q, k = _selfcheck_mod.leaves(
+            dev, dt, _selfcheck_mod.randn(37, 24, seed=0), _selfcheck_mod.randn(37, 24, seed=1)
+        )
+        w = torch.rand(37, generator=torch.Generator().manual_seed(2)).to(dev)
+        loss = snr_weighted_infonce(q, k, w, 0.2, symmetric=True, backend=be)
+        return [loss, *torch.autograd.grad(loss, (q, k))]
+
+    return _selfcheck_mod.compare(run, backend, device)
+
+
+_triton.register(OP, "infonce", selfcheck=_selfcheck)
+_ext.register(OP, "infonce", selfcheck=_selfcheck)
 
 # -- fast backends: one custom op pair; a backend supplies two primitives -------------------
 #   lse_rows(q, k, inv_q, inv_k, scale) -> (N,) float32 row logsumexp of the logit matrix

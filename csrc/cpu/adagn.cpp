@@ -43,13 +43,6 @@ ARCDAE_INLINE vf param(const Param& q, int64_t i, int64_t n) {
   return q.lanes ? vload(q.p + i, n) : splat(*q.p);
 }
 
-#define ARCDAE_DISPATCH(st, ...)                                       \
-  switch (st) {                                                        \
-    case at::kFloat: { using T = float; __VA_ARGS__; break; }          \
-    case at::kBFloat16: { using T = c10::BFloat16; __VA_ARGS__; break; } \
-    case at::kHalf: { using T = c10::Half; __VA_ARGS__; break; }       \
-    default: break;                                                    \
-  }
 
 // ---- vectorized runs (one cloned function each; the dtype is a runtime switch) ----------
 

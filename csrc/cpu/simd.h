@@ -4,6 +4,7 @@
 // CPU (an ifunc), so the extension runs, vectorized, on any x86-64 machine. Helpers are
 // static + always_inline so each clone gets its own copy for its ISA.
 #pragma once
+#include <c10/core/ScalarType.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
@@ -20,6 +21,15 @@
 // for lambdas passed to for_vectors: an out-of-line lambda would be compiled for the
 // baseline ISA instead of the caller's clone
 #define ARCDAE_LAMBDA __attribute__((always_inline))
+
+// Run __VA_ARGS__ with T bound to the element type of at::ScalarType st (float/bf16/fp16).
+#define ARCDAE_DISPATCH(st, ...)                                         \
+  switch (st) {                                                          \
+    case at::kFloat: { using T = float; __VA_ARGS__; break; }            \
+    case at::kBFloat16: { using T = c10::BFloat16; __VA_ARGS__; break; } \
+    case at::kHalf: { using T = c10::Half; __VA_ARGS__; break; }         \
+    default: break;                                                      \
+  }
 
 namespace arcdae_fast::simd {
 
@@ -117,10 +127,14 @@ ARCDAE_INLINE void for_vectors(int64_t n, F&& f) {
   if (i < n) f(i, n - i);
 }
 
+// horizontal sum: a shuffle tree (log2 W steps) instead of W scalar extracts
 ARCDAE_INLINE float hsum(vf v) {
-  float s = 0.f;
-  for (int64_t i = 0; i < W; ++i) s += v[i];
-  return s;
+  typedef float h8 __attribute__((vector_size(32)));
+  typedef float h4 __attribute__((vector_size(16)));
+  const h8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+               __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  const h4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+  return (b[0] + b[2]) + (b[1] + b[3]);
 }
 
 }  // namespace arcdae_fast::simd

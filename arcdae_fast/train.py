@@ -26,6 +26,7 @@ from .config import RESUME_MUTABLE, Config, ConfigError, diff_keys, load_config
 from .data.datasets import DataError, collate
 from .data.loader import build_dataset, build_loader
 from .ema import frozen_copy
+from .malloc import keep_freed_memory
 from .objective import TERMS, ArcDAE
 from .step import NonFiniteLoss, ReferenceStep, build_optimizer
 from .viz import reconstruction_grid
@@ -149,6 +150,8 @@ class Trainer:
         cfg, tc = self.cfg, self.cfg.train
         if tc.num_threads:
             torch.set_num_threads(tc.num_threads)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # no page faults on every step's activations
         torch.manual_seed(tc.seed)
         dataset = build_dataset(cfg.data)
         self.model = ArcDAE(cfg).to(self.device)

@@ -26,7 +26,12 @@ from pathlib import Path
 import torch
 import torch._functorch.config
 
+from arcdae_fast.malloc import keep_freed_memory
+
 RESULTS = Path(__file__).resolve().parent / "results"
+# CPU runs: glibc keeps freed memory (arcdae_fast/malloc.py), so that timings measure the
+# providers rather than page faults on freshly mapped memory; it applies to all providers.
+keep_freed_memory()
 # The "bwd" mode replays backward on one kept forward (retain_graph); torch.compile's donated
 # backward buffers forbid that, so benchmarks turn donation off (a memory optimisation only).
 torch._functorch.config.donated_buffer = False  # noqa: SLF001

@@ -5,7 +5,8 @@
   time.perf_counter runs after warm-up.
 - Peak memory: GPU, torch.cuda.max_memory_allocated above the allocation before the run.
   CPU, growth of the process's peak RSS (VmHWM, reset through /proc/self/clear_refs) above
-  the RSS before the run: it counts every byte the run touches, torch's or not.
+  the RSS before the run, with glibc's retained memory released first: it counts every byte
+  the run touches, torch's or not.
 - Roofline: measured in the same run on the same device (a large copy for bandwidth, a
   large matmul for FLOP/s), so ratios compare like with like.
 """
@@ -26,7 +27,7 @@ from pathlib import Path
 import torch
 import torch._functorch.config
 
-from arcdae_fast.malloc import keep_freed_memory
+from arcdae_fast.malloc import keep_freed_memory, release_freed_memory
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # CPU runs: glibc keeps freed memory (arcdae_fast/malloc.py), so that timings measure the
@@ -127,6 +128,7 @@ def peak_bytes(fn: Callable[[], object], device: torch.device) -> int | None:
         fn()
         sync(device)
         return torch.cuda.max_memory_allocated(device) - base
+    release_freed_memory()  # memory kept for reuse would hide what the call touches
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset VmHWM
@@ -135,6 +137,8 @@ def peak_bytes(fn: Callable[[], object], device: torch.device) -> int | None:
         return max(0, _proc_status("VmHWM:") - base)
     except OSError:
         return None
+    finally:
+        keep_freed_memory()
 
 
 @dataclass

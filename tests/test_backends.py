@@ -13,14 +13,27 @@ def test_auto_picks_the_highest_priority_available_backend():
         _backends.ops()
     )
     for op in _backends.ops():
-        usable = {
-            n: b.priority["cpu"]
-            for n, b in _backends.backends(op).items()
-            if b.priority.get("cpu", -1) >= 0 and not b.reasons(CPU, torch.float32)
-        }
-        best = max(usable, key=usable.get)
-        assert _backends.resolve(op, "auto", CPU, torch.float32).name == best
+        for size in (0, 10**12):  # below / above every measured crossover
+            usable = {
+                n: b.priority["cpu"]
+                for n, b in _backends.backends(op).items()
+                if b.priority.get("cpu", -1) >= 0
+                and not b.reasons(CPU, torch.float32)
+                and size >= b.auto_min_size.get("cpu", 0)
+            }
+            best = max(usable, key=usable.get)
+            assert _backends.resolve(op, "auto", CPU, torch.float32, size).name == best
         assert _backends.resolve(op, "auto", CPU, torch.float64).name == "reference"
+
+
+def test_small_work_stays_on_the_reference():
+    from arcdae_fast.ops import _ext
+
+    if _ext.load_error():
+        pytest.skip("the C++ extension is not built")
+    assert _backends.resolve("adagn", "auto", CPU, torch.float32, 10**3).name == "reference"
+    assert _backends.resolve("adagn", "auto", CPU, torch.float32, 10**7).name == "cpp"
+    assert _backends.resolve("adagn", "cpp", CPU, torch.float32, 10).name == "cpp"  # forced
 
 
 def test_forced_backend_that_cannot_run_lists_reasons():
@@ -130,7 +143,7 @@ def test_a_failing_selfcheck_disables_the_backend(monkeypatch):
     monkeypatch.setattr(_backends, "SELFCHECK_DEVICES", {"cpu"})
     monkeypatch.setattr(_backends, "_SELFCHECKS", {})
     with pytest.warns(UserWarning, match="backend 'cpp' disabled: failed its self-check on cpu"):
-        assert _backends.resolve("adagn", "auto", CPU, torch.float32).name == "reference"
+        assert _backends.resolve("adagn", "auto", CPU, torch.float32, 10**7).name == "reference"
     x, s = torch.randn(2, 4, 3, 3), torch.randn(2, 4)
     with pytest.raises(RuntimeError, match="max error"):
         adagn_fn(x, None, None, s, s, groups=2, backend="cpp")

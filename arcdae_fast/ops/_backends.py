@@ -11,7 +11,8 @@ that explains why they cannot run. `resolve()` picks one:
   (`ARCDAE_FAST_BACKEND=infonce=triton,attn_pool=reference`);
 - otherwise the available backend with the highest priority for the device wins. A negative
   priority means "only when forced" (e.g. Triton under TRITON_INTERPRET=1 on CPU, which is
-  correct but slow).
+  correct but slow), and a backend may set a minimum work size below which `auto` leaves it
+  out (measured crossovers: fixed per-call overheads make the reference faster on tiny work).
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ class Backend:
     # on GPUs (which CI never sees): a one-time comparison with the reference on a tiny input;
     # returns None when it agrees, else why not (the backend is then unavailable there)
     selfcheck: Callable[[str, torch.device], str | None] | None = None
+    # device type -> smallest work size (op-defined, e.g. elements) at which `auto` picks this
+    # backend: below it the reference measured faster (fixed per-call overheads dominate)
+    auto_min_size: dict[str, int] = field(default_factory=dict)
 
     def reasons(self, device: torch.device, dtype: torch.dtype) -> list[str]:
         out = list(_probe(self.op, self.name, device.type))
@@ -115,9 +119,17 @@ def register(
     dtypes: Sequence[torch.dtype],
     probe: Callable[[str], list[str]] | None = None,
     selfcheck: Callable[[str, torch.device], str | None] | None = None,
+    auto_min_size: dict[str, int] | None = None,
 ) -> None:
     _REGISTRY.setdefault(op, {})[name] = Backend(
-        op, name, fn, dict(priority), tuple(dtypes), probe or (lambda device_type: []), selfcheck
+        op,
+        name,
+        fn,
+        dict(priority),
+        tuple(dtypes),
+        probe or (lambda device_type: []),
+        selfcheck,
+        dict(auto_min_size or {}),
     )
 
 
@@ -149,8 +161,11 @@ def _env_choice(op: str) -> str | None:
     return None
 
 
-def resolve(op: str, backend: str, device: torch.device, dtype: torch.dtype) -> Backend:
-    """Choose the implementation of `op` for inputs on `device` with `dtype`."""
+def resolve(
+    op: str, backend: str, device: torch.device, dtype: torch.dtype, size: int = 0
+) -> Backend:
+    """Choose the implementation of `op` for inputs on `device` with `dtype`; `size` is the
+    op's work size, compared with each backend's auto_min_size (auto only)."""
     table = backends(op)
     if not isinstance(backend, str):
         raise TypeError(f"{op}: argument 'backend' must be a str, got {type(backend).__name__}")
@@ -175,7 +190,9 @@ def resolve(op: str, backend: str, device: torch.device, dtype: torch.dtype) -> 
     ok = [
         b
         for b in table.values()
-        if b.priority.get(device.type, -1) >= 0 and not b.reasons(device, dtype)
+        if b.priority.get(device.type, -1) >= 0
+        and size >= b.auto_min_size.get(device.type, 0)
+        and not b.reasons(device, dtype)
     ]
     if not ok:
         why = {

@@ -22,10 +22,15 @@ CUDA_PRIORITY_BEHIND_TRITON = {"cuda": 5}
 
 
 def register(
-    op: str, primitives: str, cuda_priority: dict[str, int] | None = None, selfcheck=None
+    op: str,
+    primitives: str,
+    cuda_priority: dict[str, int] | None = None,
+    selfcheck=None,
+    cpu_min_size: int = 0,
 ) -> None:
-    """Register the extension's backends for `op`: "cpp" (CPU tensors) and, when the op has
-    CUDA kernels, "cuda"; primitives: the attribute of this module holding them."""
+    """Register the extension's backends for `op`: "cpp" (CPU tensors; picked by `auto` from
+    work size cpu_min_size) and, when the op has CUDA kernels, "cuda"; primitives: the
+    attribute of this module holding them."""
     from . import _backends
 
     path = f"arcdae_fast.ops._ext:{primitives}"
@@ -37,6 +42,7 @@ def register(
         dtypes=_backends.LOW_AND_SINGLE,
         probe=cpp_reasons,
         selfcheck=selfcheck,
+        auto_min_size={"cpu": cpu_min_size},
     )
     if cuda_priority is not None:
         _backends.register(

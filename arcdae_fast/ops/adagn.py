@@ -60,7 +60,7 @@ def adagn(
             f"{(c // groups) * x.shape[2] * x.shape[3]}): the variance is undefined"
         )
     eps = check_positive(OP, "eps", eps)
-    impl = _backends.resolve(OP, backend, x.device, x.dtype)
+    impl = _backends.resolve(OP, backend, x.device, x.dtype, size=x.numel())
     if impl.name == "reference":
         return impl.fn(x, weight, bias, scale, shift, zscale, groups, eps)
     return torch.ops.arcdae_fast.adagn_fused(
@@ -116,7 +116,10 @@ def _selfcheck(backend: str, device: torch.device) -> str | None:
     return _selfcheck_mod.compare(run, backend, device)
 
 
-_ext.register(OP, "adagn", cuda_priority=_ext.CUDA_PRIORITY, selfcheck=_selfcheck)
+# measured crossover on a 2-core CPU: ~1e5 elements (fwd+bwd)
+_ext.register(
+    OP, "adagn", cuda_priority=_ext.CUDA_PRIORITY, selfcheck=_selfcheck, cpu_min_size=100_000
+)
 
 # -- fast backends (the C++/CUDA extension): one fused op node for torch.compile. The kernels
 #    take x contiguous in NCHW or channels_last and the small (C,) / (B, C) tensors in

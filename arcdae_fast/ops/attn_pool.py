@@ -51,7 +51,7 @@ def attention_pool(
     check_nonempty(OP, "x", x, 1, "token set (N = 0)")
     check_nonempty(OP, "query", query, 0, "query set (K = 0)")
     scale = 1.0 / math.sqrt(query.shape[1]) if scale is None else check_positive(OP, "scale", scale)
-    impl = _backends.resolve(OP, backend, x.device, x.dtype)
+    impl = _backends.resolve(OP, backend, x.device, x.dtype, size=b * n * c)
     if impl.name == "reference":
         return impl.fn(x, query, key_weight, scale)
     return torch.ops.arcdae_fast.attention_pool_fwd(x, query, key_weight, scale, impl.name)[0]
@@ -88,7 +88,8 @@ def _selfcheck(backend: str, device: torch.device) -> str | None:
 
 
 _triton.register(OP, "attn_pool", selfcheck=_selfcheck)
-_ext.register(OP, "attn_pool", selfcheck=_selfcheck)
+# measured crossover on a 2-core CPU: B N C ~ 2.5e5 (fwd+bwd)
+_ext.register(OP, "attn_pool", selfcheck=_selfcheck, cpu_min_size=250_000)
 
 # -- fast backends: a backend supplies pool_fwd(x, qk) -> (out, lse) and
 #    pool_bwd(dout, x, qk, delta, lse) -> (dx, dqk) (see kernels/attn_pool.py), with

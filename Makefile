@@ -16,7 +16,7 @@ CSRC := $(wildcard csrc/*.h csrc/*.cpp csrc/*/*.h csrc/*/*.cuh csrc/*/*.cpp csrc
 $(VENV)/.installed: pyproject.toml setup.py $(CSRC)
 	test -x $(VPY) || $(PY) -m venv --system-site-packages $(VENV)
 	$(VPY) -c "import torch" 2>/dev/null || $(VPY) -m pip install "torch==2.13.0"
-	$(VPY) -m pip install --no-build-isolation -e ".[test]"
+	$(VPY) -m pip install --no-build-isolation -e ".[test,dali]"
 	touch $@
 
 quickstart: venv

@@ -39,8 +39,19 @@ class DataConfig:
     )
     root: str | None = _f(None, doc="dataset folder (synthetic: generated there if missing)")
     resolution: int = _f(64, min=8, doc="training resolution (square)")
-    loader: str = _f("torch", choices=("torch",), doc="input pipeline")
-    num_workers: int = _f(0, min=0)
+    loader: str = _f(
+        "auto",
+        choices=("auto", "dali", "torch"),
+        doc="input pipeline; auto: DALI when importable, else the torch DataLoader",
+    )
+    num_workers: int = _f(2, min=0, doc="DataLoader workers / DALI threads")
+    prefetch: int = _f(2, min=1, doc="batches prepared ahead (DALI prefetch queue depth)")
+    channels_last: bool = _f(False, doc="deliver NCHW images in channels_last memory")
+    dali_output: str = _f(
+        "float",
+        choices=("float", "uint8"),
+        doc="DALI's output: float in [-1, 1], or uint8 converted on device",
+    )
     flip: bool = _f(True, doc="random horizontal flip")
     synthetic_count: int = _f(2048, min=16, doc="images the bundled generator writes")
     synthetic_size: int = _f(64, min=16, doc="side of the generated images")

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from . import checkpoint
 from .config import RESUME_MUTABLE, Config, ConfigError, diff_keys, load_config
 from .data.datasets import DataError, collate
-from .data.loader import build_dataset, build_loader
+from .data.loader import build_dataset, make_loader, model_input
 from .ema import frozen_copy
 from .malloc import keep_freed_memory
 from .objective import TERMS, ArcDAE
@@ -181,18 +181,13 @@ class Trainer:
             ema_decay=tc.ema_decay,
             precision=tc.precision,
         )
-        loader = build_loader(
-            dataset,
-            cfg.data,
-            tc.batch_size,
-            seed=tc.seed,
-            start_step=start,
-            pin_memory=self.device.type == "cuda",
+        loader, how = make_loader(
+            dataset, cfg.data, tc.batch_size, seed=tc.seed, start_step=start, device=self.device
         )
         fixed = collate([dataset[i] for i in range(min(8, len(dataset)))])["image"].to(self.device)
         print(
             f"training {len(dataset)} images at {cfg.data.resolution}px on {self.device} "
-            f"(loader: {cfg.data.loader}, objective: {cfg.objective.preset}) -> {self.out}",
+            f"(input pipeline: {how}; objective: {cfg.objective.preset}) -> {self.out}",
             file=sys.stderr,
         )
         return self._loop(step_fn, loader, start, fixed)
@@ -221,7 +216,7 @@ class Trainer:
                     )
                     step += 1
                     continue
-                x0 = batch["image"].to(self.device, non_blocking=True)
+                x0 = model_input(batch["image"], self.device, self.cfg.data.channels_last)
                 seed = step_seed(tc.seed, step)
                 torch.manual_seed(seed)  # dropout
                 gen = torch.Generator(device=self.device).manual_seed(seed)

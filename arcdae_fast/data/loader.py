@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -87,6 +88,8 @@ def build_dataset(cfg: DataConfig) -> ImageDataset:
             f"data.root is not set for data.dataset={cfg.dataset!r}. {help_text}".strip()
         )
     root = Path(cfg.root).expanduser()
+    if cfg.dataset == "prepared":
+        return prepared_dataset(root, cfg.resolution, cfg.split)
     if cfg.dataset == "celeba":
         if not root.exists():
             raise DataError(f"data.root {str(root)!r} does not exist. {CELEBA_HELP}")
@@ -99,6 +102,71 @@ def build_dataset(cfg: DataConfig) -> ImageDataset:
         )
     help_text = FFHQ_HELP if cfg.dataset == "ffhq" else ""
     return ImageDataset(list_images(root, help_text), cfg.resolution)
+
+
+def make_loader(
+    dataset: ImageDataset,
+    cfg: DataConfig,
+    batch_size: int,
+    *,
+    seed: int,
+    start_step: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    device: torch.device | str = "cpu",
+) -> tuple[Any, str]:
+    """The input pipeline data.loader asks for: (iterable of batches, description). auto:
+    DALI when importable (GPU decoding on CUDA), else the torch DataLoader."""
+    from .dali import DaliLoader, dali_available
+
+    device = torch.device(device)
+    use_dali = cfg.loader == "dali" or (cfg.loader == "auto" and dali_available() is None)
+    if use_dali:
+        loader = DaliLoader(
+            dataset,
+            batch_size,
+            seed=seed,
+            start_step=start_step,
+            flip=cfg.flip,
+            rank=rank,
+            world_size=world_size,
+            device=device,
+            num_threads=max(1, cfg.num_workers),
+            prefetch=cfg.prefetch,
+            channels_last=cfg.channels_last,
+            output=cfg.dali_output,
+        )
+        where = "GPU (nvJPEG)" if device.type == "cuda" else "CPU"
+        return loader, f"DALI, decoding on the {where}"
+    why = "" if cfg.loader == "torch" else f" ({dali_available()})"
+    return build_loader(
+        dataset,
+        cfg,
+        batch_size,
+        seed=seed,
+        start_step=start_step,
+        rank=rank,
+        world_size=world_size,
+        pin_memory=device.type == "cuda",
+    ), (f"torch DataLoader + PIL{why}")
+
+
+def prepared_dataset(root: Path, resolution: int, split: str) -> ImageDataset:
+    """The output of `python -m arcdae_fast.data.prepare` (its manifest lists the images)."""
+    import json
+
+    manifest = root / "manifest.jsonl"
+    if not manifest.is_file():
+        raise DataError(
+            f"{root} is not a prepared dataset (no {manifest.name}); write one with "
+            f"`python -m arcdae_fast.data.prepare --src SRC --out {root} --size N`"
+        )
+    if (root / "list_attr_celeba.txt").is_file():  # a prepared CelebA-layout dataset
+        return celeba_format(root, resolution, split)
+    entries = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    if not entries:
+        raise DataError(f"{manifest} lists no images")
+    return ImageDataset([root / e["file"] for e in entries], resolution)
 
 
 def build_loader(
@@ -130,3 +198,12 @@ def build_loader(
         persistent_workers=cfg.num_workers > 0,
         prefetch_factor=2 if cfg.num_workers > 0 else None,
     )
+
+
+def model_input(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """Batch images as the model takes them: float in [-1, 1] on `device` (uint8 batches are
+    converted there), channels_last memory when asked."""
+    x = images.to(device, non_blocking=True)
+    if x.dtype == torch.uint8:
+        x = x.float().div_(127.5).sub_(1.0)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x

@@ -1,0 +1,188 @@
+"""NVIDIA DALI input pipeline: JPEG/PNG decoding on the GPU (`fn.decoders.image`,
+device="mixed", nvJPEG) when CUDA is available, a CPU DALI pipeline (device_id=None)
+otherwise, delivering torch tensors on the training device.
+
+The files come in through `fn.external_source`, fed by the same `ResumableBatchSampler` the
+torch DataLoader uses. Shuffling (a fresh permutation per epoch from the seed), per-rank
+sharding, the dropped remainder of each epoch, the flip decisions and exact resume are
+therefore identical in both loaders; DALI does the decoding, the fixed crop (CelebA), the
+resize and centre crop, the flip, and the conversion to float in [-1, 1] (or uint8) in the
+layout the model wants.
+
+A file DALI cannot decode stops training with an error naming it (DALI's own message does not
+know file names): the loader keeps the files of the batches in flight and checks them with
+PIL. Datasets written by `python -m arcdae_fast.data.prepare` never contain such files.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from .datasets import DataError, ImageDataset, Skipped
+from .loader import ResumableBatchSampler
+
+
+def dali_available() -> str | None:
+    """None when DALI can be used, else why not."""
+    if (
+        importlib.util.find_spec("nvidia") is None
+        or importlib.util.find_spec("nvidia.dali") is None
+    ):
+        return "nvidia-dali is not installed (pip install nvidia-dali-cuda120)"
+    return None
+
+
+class DaliLoader:
+    """Iterates over batches {"image", "index", "attrs"?, "factors"?, "skipped"} like the
+    torch path, with images already on `device` (NCHW float in [-1, 1], channels_last when
+    asked; uint8 when output="uint8")."""
+
+    def __init__(
+        self,
+        dataset: ImageDataset,
+        batch_size: int,
+        *,
+        seed: int,
+        start_step: int = 0,
+        flip: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        device: torch.device | str = "cpu",
+        num_threads: int = 2,
+        prefetch: int = 2,
+        channels_last: bool = False,
+        output: str = "float",
+    ):
+        why = dali_available()
+        if why:
+            raise DataError(f"data.loader=dali: {why}")
+        if output not in ("float", "uint8"):
+            raise ValueError(f"output must be 'float' or 'uint8', got {output!r}")
+        self.dataset, self.batch_size, self.device = dataset, batch_size, torch.device(device)
+        self.channels_last, self.output = channels_last, output
+        self.sampler = ResumableBatchSampler(
+            len(dataset),
+            batch_size,
+            seed=seed,
+            start_step=start_step,
+            flip=flip,
+            rank=rank,
+            world_size=world_size,
+        )
+        self._batches = iter(self.sampler)
+        self._in_flight: collections.deque[list[tuple[int, bool]]] = collections.deque()
+        self._pipe = self._build(seed, max(1, num_threads), max(1, prefetch))
+
+    # ---- the pipeline ---------------------------------------------------------------------
+
+    def _next_input(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        batch = next(self._batches)
+        self._in_flight.append(batch)
+        files = [np.fromfile(self.dataset.files[i], dtype=np.uint8) for i, _ in batch]
+        flips = [np.array(int(f), dtype=np.int32) for _, f in batch]
+        return files, flips
+
+    def _build(self, seed: int, num_threads: int, prefetch: int):
+        gpu = self.device.type == "cuda"
+        pipe = _image_pipeline(
+            self._next_input,
+            self.dataset.resolution,
+            self.dataset.crop_box,
+            gpu,
+            self.output,
+            self.channels_last,
+            batch_size=self.batch_size,
+            num_threads=num_threads,
+            device_id=(self.device.index or 0) if gpu else None,
+            seed=seed,
+            prefetch_queue_depth=prefetch,
+        )
+        pipe.build()
+        return pipe
+
+    # ---- iteration ------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[dict]:
+        return self
+
+    def __next__(self) -> dict:
+        try:
+            (out,) = self._pipe.run()
+        except (RuntimeError, StopIteration) as e:
+            raise self._decode_error(e) from None
+        batch = self._in_flight.popleft()
+        images = self._to_torch(out)
+        idx = torch.tensor([i for i, _ in batch])
+        item: dict = {"image": images, "index": idx, "skipped": 0}
+        if self.dataset.attrs is not None:
+            item["attrs"] = torch.from_numpy(self.dataset.attrs[idx.numpy()].astype(np.float32))
+        if self.dataset.factors is not None:
+            item["factors"] = torch.from_numpy(self.dataset.factors[idx.numpy()].astype(np.float32))
+        return item
+
+    def _to_torch(self, out) -> torch.Tensor:
+        from nvidia.dali.plugin.pytorch import feed_ndarray
+
+        dense = out.as_tensor()
+        dtype = torch.float32 if self.output == "float" else torch.uint8
+        t = torch.empty(dense.shape(), dtype=dtype, device=self.device)
+        stream = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
+        feed_ndarray(dense, t, cuda_stream=stream)
+        return t.permute(0, 3, 1, 2) if self.channels_last else t  # NHWC memory, NCHW view
+
+    def _decode_error(self, err: Exception) -> DataError:
+        bad = []
+        for batch in self._in_flight:
+            for i, _ in batch:
+                got = self.dataset[i]
+                if isinstance(got, Skipped):
+                    bad.append(f"{got.path} ({got.reason})")
+        names = "; ".join(bad) if bad else "(no file of the batches in flight fails in PIL)"
+        return DataError(
+            f"DALI could not decode the batch: {names}. Run `python -m "
+            "arcdae_fast.data.prepare` to write a validated copy of the dataset "
+            f"(unreadable files are reported and left out). DALI said: "
+            f"{str(err).splitlines()[0][:300]}"
+        )
+
+
+def _image_pipeline_fn(source, res, box, gpu, output, channels_last):
+    """decode -> [fixed crop] -> resize (only images whose shorter side is not `res`: DALI's
+    CPU resize is the slow step, and prepared / thumbnail datasets are already at size) ->
+    centre crop + flip + normalise, in one op."""
+    from nvidia.dali import fn, types
+
+    encoded, flip = fn.external_source(
+        source=source, num_outputs=2, batch=True, dtype=[types.UINT8, types.INT32]
+    )
+    images = fn.decoders.image(encoded, device="mixed" if gpu else "cpu", output_type=types.RGB)
+    if box is not None:  # fixed crop in pixels (CelebA's aligned-face window)
+        images = fn.slice(
+            images,
+            start=[box[0], box[1]],
+            shape=[box[2] - box[0], box[3] - box[1]],
+            axis_names="WH",
+        )
+    shorter = fn.reductions.min(fn.slice(images.shape(), 0, 2, axes=[0]))
+    if shorter != res:
+        images = fn.resize(
+            images, resize_shorter=res, interp_type=types.INTERP_CUBIC, antialias=True
+        )
+    if output == "float":
+        kw = dict(dtype=types.FLOAT, mean=[127.5] * 3, std=[127.5] * 3)
+    else:
+        kw = dict(dtype=types.UINT8)
+    return fn.crop_mirror_normalize(
+        images, crop=(res, res), mirror=flip, output_layout="HWC" if channels_last else "CHW", **kw
+    )
+
+
+def _image_pipeline(*args, **kwargs):
+    from nvidia.dali import pipeline_def
+
+    return pipeline_def(_image_pipeline_fn, enable_conditionals=True)(*args, **kwargs)

@@ -1,0 +1,223 @@
+"""`python -m arcdae_fast.data.prepare --src DIR --out DIR --size 128 [--format jpeg]`
+
+Writes a training-ready copy of an image dataset:
+- every source image (.jpg/.jpeg/.png, recursive) is decoded in full; one that cannot be read
+  is reported by name and left out, never silently;
+- the rest are resized once (shorter side to --size, antialiased, centre crop; --crop celeba
+  first applies DiffAE's 128-px CelebA window) and written as --format;
+- OUT/manifest.jsonl lists every written image with its source (path, bytes, mtime), and
+  OUT/prepare.json summarises the run (the images left out, with reasons);
+- a CelebA-layout source (img_align_celeba/ + list_attr_celeba.txt ...) keeps its layout and
+  annotation files, restricted to the images kept.
+
+Train on the result with `data.dataset=prepared data.root=OUT`. Re-running on the same OUT
+resumes: images already written from an unchanged source are skipped (the manifest is
+appended as images are written, so an interrupted run loses nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..checkpoint import atomic_write
+from .attrs import read_partition, read_table, write_partition, write_table
+from .datasets import CELEBA_CROP_BOX, DataError, list_images
+
+MANIFEST, SUMMARY = "manifest.jsonl", "prepare.json"
+FORMATS = {"jpeg": ".jpg", "png": ".png"}
+
+
+def _prepare_one(job: tuple[str, str, int, str, int, bool]) -> dict:
+    """Validate, crop/resize and write one image; returns a manifest entry or a skip record."""
+    src, dst, size, fmt, quality, celeba = job
+    try:
+        with Image.open(src) as im:
+            im.load()  # full decode: truncated or corrupt data fails here
+            w, h = im.size
+            im = im.convert("RGB")
+            if celeba:
+                im = im.crop(CELEBA_CROP_BOX)
+            cw, ch = im.size
+            s = size / min(cw, ch)
+            im = im.resize(
+                (max(size, round(cw * s)), max(size, round(ch * s))),
+                Image.BICUBIC,
+                reducing_gap=None,
+            )
+            left, top = (im.size[0] - size) // 2, (im.size[1] - size) // 2
+            im = im.crop((left, top, left + size, top + size))
+            Path(dst).parent.mkdir(parents=True, exist_ok=True)
+            tmp = f"{dst}.tmp{os.getpid()}"
+            im.save(tmp, format=fmt.upper(), quality=quality) if fmt == "jpeg" else im.save(
+                tmp, format="PNG"
+            )
+            os.replace(tmp, dst)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        return {"skip": src, "reason": f"{type(e).__name__}: {e}"}
+    st = os.stat(src)
+    return {
+        "src": src,
+        "file": dst,
+        "src_bytes": st.st_size,
+        "src_mtime": st.st_mtime,
+        "orig_w": w,
+        "orig_h": h,
+    }
+
+
+def _read_manifest(path: Path) -> dict[str, dict]:
+    entries = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                e = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by an interrupted run
+                continue
+            entries[e["src_rel"]] = e
+    return entries
+
+
+def prepare(
+    src: str | Path,
+    out: str | Path,
+    size: int,
+    fmt: str = "jpeg",
+    quality: int = 95,
+    crop: str = "none",
+    workers: int | None = None,
+    log=print,
+) -> dict:
+    src, out = Path(src).expanduser().resolve(), Path(out).expanduser().resolve()
+    if fmt not in FORMATS:
+        raise DataError(f"--format must be one of {list(FORMATS)}, got {fmt!r}")
+    if size < 8:
+        raise DataError(f"--size must be >= 8, got {size}")
+    if out == src or src in out.parents:
+        raise DataError(f"--out {out} must not be --src or inside it")
+    celeba_layout = (src / "img_align_celeba").is_dir() and (src / "list_attr_celeba.txt").is_file()
+    images = list_images(src / "img_align_celeba" if celeba_layout else src)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / MANIFEST
+    done = _read_manifest(manifest_path)
+    image_dir = out / ("img_align_celeba" if celeba_layout else "images")
+    jobs, kept, reused = [], {}, 0
+    base = src / "img_align_celeba" if celeba_layout else src
+    for p in images:
+        rel = str(p.relative_to(base))
+        dst = image_dir / Path(rel).with_suffix(FORMATS[fmt])
+        old = done.get(rel)
+        st = p.stat()
+        if (
+            old
+            and old.get("size") == size
+            and old.get("format") == fmt
+            and old.get("crop") == crop
+            and old["src_bytes"] == st.st_size
+            and old["src_mtime"] == st.st_mtime
+            and dst.exists()
+        ):
+            kept[rel] = old
+            reused += 1
+        else:
+            jobs.append((str(p), str(dst), size, fmt, quality, crop == "celeba"))
+    t0, skipped = time.time(), []
+    rel_of = {str(p): str(p.relative_to(base)) for p in images}
+    with open(manifest_path, "a") as mf, multiprocessing.Pool(workers or os.cpu_count()) as pool:
+        for n, res in enumerate(pool.imap(_prepare_one, jobs, chunksize=16), start=1):
+            if "skip" in res:
+                skipped.append({"src": rel_of[res["skip"]], "reason": res["reason"]})
+                log(f"unreadable, left out: {res['skip']} ({res['reason']})")
+                continue
+            entry = {
+                **res,
+                "src_rel": rel_of[res["src"]],
+                "size": size,
+                "format": fmt,
+                "crop": crop,
+                "file": str(Path(res["file"]).relative_to(out)),
+            }
+            mf.write(json.dumps(entry) + "\n")
+            mf.flush()
+            kept[entry["src_rel"]] = entry
+            if n % 1000 == 0:
+                log(f"  {n}/{len(jobs)} images written")
+    ordered = [kept[r] for r in sorted(kept)]
+    atomic_write(
+        manifest_path, lambda f: f.write("".join(json.dumps(e) + "\n" for e in ordered).encode())
+    )
+    if celeba_layout:
+        _carry_annotations(
+            src, out, {Path(e["src_rel"]).name: Path(e["file"]).name for e in ordered}
+        )
+    summary = {
+        "src": str(src),
+        "size": size,
+        "format": fmt,
+        "crop": crop,
+        "images": len(ordered),
+        "written": len(jobs) - len(skipped),
+        "reused": reused,
+        "left_out": skipped,
+        "layout": "celeba" if celeba_layout else "folder",
+        "seconds": round(time.time() - t0, 2),
+    }
+    atomic_write(out / SUMMARY, lambda f: f.write(json.dumps(summary, indent=1).encode()))
+    log(
+        f"prepared {len(ordered)} images of {len(images)} at {size}px in {out} "
+        f"({summary['written']} written, {reused} already done, {len(skipped)} left out as "
+        f"unreadable) in {summary['seconds']} s"
+    )
+    return summary
+
+
+def _carry_annotations(src: Path, out: Path, rename: dict[str, str]) -> None:
+    """Copy CelebA annotation files, restricted to the kept images (renamed if needed)."""
+    for name, dtype, fmt in (
+        ("list_attr_celeba.txt", np.int8, "{:2d}"),
+        ("list_factors.txt", np.float32, "{:.6f}"),
+    ):
+        if (src / name).is_file():
+            names, files, values = read_table(src / name, dtype)
+            keep = [i for i, f in enumerate(files) if f in rename]
+            write_table(out / name, names, [rename[files[i]] for i in keep], values[keep], fmt)
+    if (src / "list_eval_partition.txt").is_file():
+        part = read_partition(src / "list_eval_partition.txt")
+        kept = [f for f in sorted(part) if f in rename]
+        write_partition(
+            out / "list_eval_partition.txt", [rename[f] for f in kept], [part[f] for f in kept]
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m arcdae_fast.data.prepare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--src", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--size", type=int, required=True)
+    p.add_argument("--format", default="jpeg", choices=list(FORMATS))
+    p.add_argument("--quality", type=int, default=95, help="JPEG quality")
+    p.add_argument("--crop", default="none", choices=["none", "celeba"])
+    p.add_argument("--workers", type=int, default=None)
+    a = p.parse_args(argv)
+    try:
+        prepare(a.src, a.out, a.size, a.format, a.quality, a.crop, a.workers)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,18 +15,27 @@ from arcdae_fast.data.datasets import DataError, ImageDataset, list_images, load
 from arcdae_fast.data.loader import build_dataset, build_loader, make_loader
 from arcdae_fast.data.prepare import prepare
 
-needs_dali = pytest.mark.skipif(dali_mod.dali_available() is not None,
-                                reason="nvidia-dali is not installed")
+needs_dali = pytest.mark.skipif(
+    dali_mod.dali_available() is not None, reason="nvidia-dali is not installed"
+)
 
 
 def synth_cfg(root, **kw):
-    return DataConfig(dataset="synthetic", root=str(root), resolution=16, synthetic_count=64,
-                      synthetic_size=16, split="all", **kw)
+    return DataConfig(
+        dataset="synthetic",
+        root=str(root),
+        resolution=16,
+        synthetic_count=64,
+        synthetic_size=16,
+        split="all",
+        **kw,
+    )
 
 
 @needs_dali
-@pytest.mark.parametrize("channels_last,output", [(False, "float"), (True, "float"),
-                                                  (False, "uint8")])
+@pytest.mark.parametrize(
+    "channels_last,output", [(False, "float"), (True, "float"), (False, "uint8")]
+)
 def test_batches_shape_dtype_range_layout(synth_root, channels_last, output):
     ds = build_dataset(synth_cfg(synth_root))
     dl = dali_mod.DaliLoader(ds, 8, seed=0, flip=True, channels_last=channels_last, output=output)
@@ -55,8 +64,16 @@ def test_same_pixels_as_pil_and_same_batches_as_the_torch_path(synth_root):
 
 @needs_dali
 def test_resized_output_close_to_pil(tmp_path, synth_root):
-    ds = build_dataset(DataConfig(dataset="synthetic", root=str(synth_root), resolution=8,
-                                  synthetic_count=64, synthetic_size=16, split="all"))
+    ds = build_dataset(
+        DataConfig(
+            dataset="synthetic",
+            root=str(synth_root),
+            resolution=8,
+            synthetic_count=64,
+            synthetic_size=16,
+            split="all",
+        )
+    )
     b = next(dali_mod.DaliLoader(ds, 4, seed=0))
     pil = torch.stack([load_image(ds.files[i], 8) for i in b["index"].tolist()])
     assert (b["image"] - pil).abs().mean() < 0.03  # both antialiased cubic; filters differ
@@ -84,8 +101,9 @@ def test_deterministic_resumable_and_attributes_aligned(synth_root):
         assert torch.equal(got["index"], want["index"])
         assert torch.equal(got["image"], want["image"])
     for batch in batches:
-        assert torch.equal(batch["attrs"], torch.from_numpy(
-            ds.attrs[batch["index"].numpy()].astype(np.float32)))
+        assert torch.equal(
+            batch["attrs"], torch.from_numpy(ds.attrs[batch["index"].numpy()].astype(np.float32))
+        )
 
 
 @needs_dali
@@ -124,7 +142,8 @@ def test_prepare_validates_resumes_and_keeps_annotations(tmp_path, synth_root):
     assert s1["images"] == 63 and [x["src"] for x in s1["left_out"]] == ["000002.jpg"]
     assert any("000002.jpg" in line for line in logs)
     names, files, _ = __import__("arcdae_fast.data.attrs", fromlist=["x"]).read_table(
-        out / "list_attr_celeba.txt")
+        out / "list_attr_celeba.txt"
+    )
     assert len(files) == 63 and "000002.jpg" not in files
     with Image.open(out / "img_align_celeba" / "000001.jpg") as im:
         assert im.size == (8, 8)
@@ -139,9 +158,22 @@ def test_prepare_validates_resumes_and_keeps_annotations(tmp_path, synth_root):
 
 
 def test_prepare_errors_and_cli(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "arcdae_fast.data.prepare", "--src",
-                        str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--size", "8"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "arcdae_fast.data.prepare",
+            "--src",
+            str(tmp_path / "missing"),
+            "--out",
+            str(tmp_path / "o"),
+            "--size",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no images"):
@@ -151,11 +183,28 @@ def test_prepare_errors_and_cli(tmp_path):
 
 
 def test_cli_logs_the_input_pipeline(tiny_config_file, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "arcdae_fast.train", "--config",
-                        str(tiny_config_file), "--out", str(tmp_path / "run"), "--no-progress",
-                        "--max-steps", "1", "train.sample_every=0"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "arcdae_fast.train",
+            "--config",
+            str(tiny_config_file),
+            "--out",
+            str(tmp_path / "run"),
+            "--no-progress",
+            "--max-steps",
+            "1",
+            "train.sample_every=0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
-    want = "input pipeline: DALI, decoding on the CPU" if dali_mod.dali_available() is None \
+    want = (
+        "input pipeline: DALI, decoding on the CPU"
+        if dali_mod.dali_available() is None
         else "input pipeline: torch DataLoader"
+    )
     assert want in r.stderr

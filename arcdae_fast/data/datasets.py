@@ -18,8 +18,6 @@ from PIL import Image
 from .attrs import SPLITS, AnnotationError, read_partition, read_table
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
-# DiffAE / D2C CelebA crop: 128 x 128 box centred at (89, 121) of the 178 x 218 aligned images
-CELEBA_CROP_BOX = (25, 57, 153, 185)
 
 FFHQ_HELP = (
     "FFHQ is not downloaded automatically. Get it from "

@@ -17,8 +17,8 @@ import torch
 
 from ..config import DataConfig
 from . import synthetic
+from ._prepare_worker import CELEBA_CROP_BOX
 from .datasets import (
-    CELEBA_CROP_BOX,
     CELEBA_HELP,
     FFHQ_HELP,
     DataError,

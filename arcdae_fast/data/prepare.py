@@ -26,52 +26,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ..checkpoint import atomic_write
+from ._prepare_worker import prepare_one
 from .attrs import read_partition, read_table, write_partition, write_table
-from .datasets import CELEBA_CROP_BOX, DataError, list_images
+from .datasets import DataError, list_images
 
 MANIFEST, SUMMARY = "manifest.jsonl", "prepare.json"
 FORMATS = {"jpeg": ".jpg", "png": ".png"}
-
-
-def _prepare_one(job: tuple[str, str, int, str, int, bool]) -> dict:
-    """Validate, crop/resize and write one image; returns a manifest entry or a skip record."""
-    src, dst, size, fmt, quality, celeba = job
-    try:
-        with Image.open(src) as im:
-            im.load()  # full decode: truncated or corrupt data fails here
-            w, h = im.size
-            im = im.convert("RGB")
-            if celeba:
-                im = im.crop(CELEBA_CROP_BOX)
-            cw, ch = im.size
-            s = size / min(cw, ch)
-            im = im.resize(
-                (max(size, round(cw * s)), max(size, round(ch * s))),
-                Image.BICUBIC,
-                reducing_gap=None,
-            )
-            left, top = (im.size[0] - size) // 2, (im.size[1] - size) // 2
-            im = im.crop((left, top, left + size, top + size))
-            Path(dst).parent.mkdir(parents=True, exist_ok=True)
-            tmp = f"{dst}.tmp{os.getpid()}"
-            im.save(tmp, format=fmt.upper(), quality=quality) if fmt == "jpeg" else im.save(
-                tmp, format="PNG"
-            )
-            os.replace(tmp, dst)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        return {"skip": src, "reason": f"{type(e).__name__}: {e}"}
-    st = os.stat(src)
-    return {
-        "src": src,
-        "file": dst,
-        "src_bytes": st.st_size,
-        "src_mtime": st.st_mtime,
-        "orig_w": w,
-        "orig_h": h,
-    }
 
 
 def _read_manifest(path: Path) -> dict[str, dict]:
@@ -131,8 +93,10 @@ def prepare(
             jobs.append((str(p), str(dst), size, fmt, quality, crop == "celeba"))
     t0, skipped = time.time(), []
     rel_of = {str(p): str(p.relative_to(base)) for p in images}
-    with open(manifest_path, "a") as mf, multiprocessing.Pool(workers or os.cpu_count()) as pool:
-        for n, res in enumerate(pool.imap(_prepare_one, jobs, chunksize=16), start=1):
+    # spawn, not fork: the calling process may run OpenMP / DALI / torch threads
+    pool = multiprocessing.get_context("spawn").Pool(workers or os.cpu_count())
+    with open(manifest_path, "a") as mf, pool:
+        for n, res in enumerate(pool.imap(prepare_one, jobs, chunksize=16), start=1):
             if "skip" in res:
                 skipped.append({"src": rel_of[res["skip"]], "reason": res["reason"]})
                 log(f"unreadable, left out: {res['skip']} ({res['reason']})")

@@ -1,0 +1,51 @@
+"""The per-image work of the prepare tool, in a module that imports only PIL: the tool's pool
+starts its workers with "spawn" (safe in processes with threads), and each worker imports
+just this."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from PIL import Image
+
+# DiffAE / D2C CelebA crop: 128 x 128 box centred at (89, 121) of the 178 x 218 aligned images
+CELEBA_CROP_BOX = (25, 57, 153, 185)
+
+
+def prepare_one(job: tuple[str, str, int, str, int, bool]) -> dict:
+    """Validate, crop/resize and write one image; returns a manifest entry or a skip record."""
+    src, dst, size, fmt, quality, celeba = job
+    try:
+        with Image.open(src) as im:
+            im.load()  # full decode: truncated or corrupt data fails here
+            w, h = im.size
+            im = im.convert("RGB")
+            if celeba:
+                im = im.crop(CELEBA_CROP_BOX)
+            cw, ch = im.size
+            s = size / min(cw, ch)
+            im = im.resize(
+                (max(size, round(cw * s)), max(size, round(ch * s))),
+                Image.BICUBIC,
+                reducing_gap=None,
+            )
+            left, top = (im.size[0] - size) // 2, (im.size[1] - size) // 2
+            im = im.crop((left, top, left + size, top + size))
+            Path(dst).parent.mkdir(parents=True, exist_ok=True)
+            tmp = f"{dst}.tmp{os.getpid()}"
+            im.save(tmp, format=fmt.upper(), quality=quality) if fmt == "jpeg" else im.save(
+                tmp, format="PNG"
+            )
+            os.replace(tmp, dst)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        return {"skip": src, "reason": f"{type(e).__name__}: {e}"}
+    st = os.stat(src)
+    return {
+        "src": src,
+        "file": dst,
+        "src_bytes": st.st_size,
+        "src_mtime": st.st_mtime,
+        "orig_w": w,
+        "orig_h": h,
+    }

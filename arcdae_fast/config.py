@@ -122,6 +122,11 @@ class ObjectiveConfig:
         "autocast (1e-3 is below bf16 resolution)",
     )
     backend: str = _f("auto", doc="backend of the fused ops (auto, reference, ...)")
+    gather_negatives: bool = _f(
+        True,
+        doc="multi-process (torchrun): InfoNCE over the global batch, negatives gathered from "
+        "every rank; false: each rank's own batch",
+    )
 
 
 OBJECTIVE_PRESETS: dict[str, dict[str, Any]] = {
@@ -138,7 +143,9 @@ OBJECTIVE_PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class TrainConfig:
-    batch_size: int = _f(32, min=1)
+    batch_size: int = _f(
+        32, min=1, doc="global batch; with torchrun each of N ranks takes batch_size / N"
+    )
     lr: float = _f(1e-4, min=0.0)
     warmup_steps: int = _f(0, min=0)
     max_steps: int = _f(1000, min=1)
@@ -154,7 +161,20 @@ class TrainConfig:
     sample_steps: int = _f(20, min=1, doc="DDIM steps for the grids")
     device: str = _f("auto", choices=("auto", "cpu", "cuda"))
     precision: str = _f(
-        "auto", choices=("auto", "fp32", "bf16"), doc="auto: bf16 autocast on CUDA, fp32 on CPU"
+        "auto",
+        choices=("auto", "fp32", "bf16"),
+        doc="auto: bf16 autocast where the device computes bf16 natively "
+        "(CUDA; CPUs with AVX512-BF16/AMX), else fp32",
+    )
+    step: str = _f(
+        "fast",
+        choices=("reference", "fast"),
+        doc="fast: the compiled step (arcdae_fast/step.py); reference: eager",
+    )
+    compile_mode: str = _f(
+        "default",
+        choices=("default", "reduce-overhead", "max-autotune"),
+        doc="torch.compile mode of the fast step (reduce-overhead: CUDA graphs)",
     )
     num_threads: int = _f(0, min=0, doc="torch intra-op threads; 0 keeps torch's default")
 
@@ -185,6 +205,8 @@ RESUME_MUTABLE = {
     "train.sample_steps",
     "train.keep_checkpoints",
     "train.num_threads",
+    "train.step",  # the fast and reference steps compute the same function
+    "train.compile_mode",
     "data.root",
     "data.num_workers",
     "data.loader",
@@ -311,6 +333,12 @@ def _cross_check(cfg: Config) -> None:
         raise ConfigError(
             "config: objective.lambda_align > 0 needs objective.teacher=true "
             "(the alignment target is the teacher's code)"
+        )
+    o = cfg.objective
+    if cfg.train.step == "fast" and o.lambda_jac > 0 and o.jac_estimator != "fd":
+        raise ConfigError(
+            "config: train.step=fast needs objective.jac_estimator=fd (forward-mode AD "
+            "through GroupNorm does not compile); use train.step=reference for jvp"
         )
 
 

@@ -17,6 +17,7 @@ Choices the SPEC leaves open (documented here, configurable):
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
@@ -30,6 +31,7 @@ from .models.encoder import Codes, SemanticEncoder
 from .models.unet import UNet
 from .ops import hutchinson_penalty, sample_augment_params, snr_weighted_infonce, timestep_augment
 from .ops.hutchinson import fd_estimate, probe_like
+from .phases import phase
 
 TERMS = ("loss", "loss_diff", "loss_align", "loss_holo", "loss_part", "loss_jac")
 
@@ -43,6 +45,17 @@ class StepInputs:
     noise_student: torch.Tensor  # (B, 3, H, W) student input noise
     aug_params: torch.Tensor  # (B, 9) TAPA parameters
     jac_vectors: torch.Tensor | None  # (probes, B, 3, H, W) Hutchinson probes, or None
+
+    def rows(self, lo: int, hi: int) -> StepInputs:
+        """The inputs of batch rows lo..hi-1 (a data-parallel rank's share)."""
+        vec = None if self.jac_vectors is None else self.jac_vectors[:, lo:hi]
+        return StepInputs(
+            self.t[lo:hi],
+            self.noise[lo:hi],
+            self.noise_student[lo:hi],
+            self.aug_params[lo:hi],
+            vec,
+        )
 
     def to(self, device: torch.device) -> StepInputs:
         return StepInputs(
@@ -97,6 +110,8 @@ class ArcDAE(nn.Module):
         self.teacher = frozen_copy(self.encoder) if cfg.objective.teacher else None
         self.denoiser = build_denoiser(cfg)
         self.schedule = VPSchedule(cfg.diffusion.schedule, cfg.diffusion.T)
+        # DDP: gather(rows, with_grad) -> all ranks' rows (arcdae_fast/distributed.py)
+        self.gather: Callable[[torch.Tensor, bool], torch.Tensor] | None = None
 
     def trainable(self) -> nn.ModuleDict:
         """The modules the optimizer updates (and the evaluation EMA tracks)."""
@@ -113,75 +128,87 @@ class ArcDAE(nn.Module):
         if self.teacher is not None:
             ema_update(self.teacher, self.encoder, self.cfg.objective.teacher_momentum)
 
-    def draw_inputs(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> StepInputs:
-        o, b, dev = self.cfg.objective, x0.shape[0], x0.device
+    def draw_inputs(
+        self, x0: torch.Tensor, generator: torch.Generator | None = None, batch: int | None = None
+    ) -> StepInputs:
+        """The step's random inputs for images like x0; `batch` rows instead of x0's (the
+        global batch under data parallelism, see StepInputs.rows)."""
+        o, dev = self.cfg.objective, x0.device
+        b = x0.shape[0] if batch is None else batch
+        shape = (b, *x0.shape[1:])
         t = self.schedule.sample_timesteps(b, generator, dev)
-        noise = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype)
+        noise = torch.randn(shape, generator=generator, device=dev, dtype=x0.dtype)
         noise_s = (
             noise
             if o.share_noise
-            else torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype)
+            else torch.randn(shape, generator=generator, device=dev, dtype=x0.dtype)
         )
         params = sample_augment_params(self.schedule.gamma(t, o.gamma_max, o.gamma_p), generator)
         vectors = None
         if o.lambda_jac > 0:
             vectors = torch.stack(
-                [probe_like(x0, "rademacher", generator) for _ in range(o.jac_probes)]
+                [probe_like(noise, "rademacher", generator) for _ in range(o.jac_probes)]
             )
         return StepInputs(t, noise, noise_s, params, vectors)
 
-    def forward(self, x0: torch.Tensor, inp: StepInputs, step: int = 0) -> dict[str, torch.Tensor]:
-        """All loss terms (scalars) for images x0 (B, 3, H, W) in [-1, 1]."""
-        o, param = self.cfg.objective, self.cfg.diffusion.parameterization
+    def jac_due(self, step: int) -> bool:
+        """Whether step `step` computes the Jacobian term (the lazy schedule: every k steps)."""
+        o = self.cfg.objective
+        return o.lambda_jac > 0 and step % o.jac_every == 0
+
+    def forward(
+        self, x0: torch.Tensor, inp: StepInputs, jac: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """All loss terms (scalars) for images x0 (B, 3, H, W) in [-1, 1]; `jac`: whether this
+        step computes the Jacobian term (see `jac_due`; a bool, so torch.compile sees at most
+        two variants instead of one per step number)."""
+        o = self.cfg.objective
         alpha, sigma = self.schedule.alpha_sigma(inp.t)
         align = o.lambda_align > 0
-        jac = o.lambda_jac > 0 and step % o.jac_every == 0
+        jac = jac and o.lambda_jac > 0
         zero = x0.new_zeros((), dtype=torch.float32)
         out = dict.fromkeys(TERMS, zero)
 
         z_teacher = None
         if self.teacher is not None and (align or o.cond == "teacher"):
-            with torch.no_grad():
+            with torch.no_grad(), phase("teacher"):
                 z_teacher = self.teacher(x0, parts=align)  # clean view: aug(x0, 0) = x0
         z_student = x_student = pen = None
         if align or jac or o.cond == "student":
-            x_student, _ = timestep_augment(
-                x0, inp.aug_params, alpha, sigma, inp.noise_student, backend=o.backend
-            )
-            if jac and o.jac_estimator == "fd":
-                z_student, pen = self._student_with_fd_jacobian(x_student, inp, align)
-            else:
-                z_student = self.encoder(x_student, parts=align)
+            with phase("augmentation"):
+                x_student, _ = timestep_augment(
+                    x0, inp.aug_params, alpha, sigma, inp.noise_student, backend=o.backend
+                )
+            with phase("student encoder"):
+                if jac and o.jac_estimator == "fd":
+                    z_student, pen = self._student_with_fd_jacobian(x_student, inp, align)
+                else:
+                    z_student = self.encoder(x_student, parts=align)
 
-        cond = {
-            "student": lambda: z_student.holo,
-            "teacher": lambda: z_teacher.holo,
-            "clean": lambda: self.encoder(x0, parts=False).holo,
-        }[o.cond]()
-        x_t = self.schedule.q_sample(x0, inp.t, inp.noise)
-        pred = self.denoiser(x_t, inp.t, cond)
+        with phase("denoiser fwd"):
+            cond = {
+                "student": lambda: z_student.holo,
+                "teacher": lambda: z_teacher.holo,
+                "clean": lambda: self.encoder(x0, parts=False).holo,
+            }[o.cond]()
+            x_t = self.schedule.q_sample(x0, inp.t, inp.noise)
+            pred = self.denoiser(x_t, inp.t, cond)
+        with phase("losses"):
+            self._losses(out, pred, x0, x_student, z_student, z_teacher, pen, inp, jac)
+        return out
+
+    def _losses(self, out, pred, x0, x_student, z_student, z_teacher, pen, inp, jac) -> None:
+        o, param = self.cfg.objective, self.cfg.diffusion.parameterization
+        alpha, sigma = self.schedule.alpha_sigma(inp.t)
         target = training_target(param, x0, inp.noise, alpha, sigma)
         out["loss_diff"] = F.mse_loss(pred.float(), target.float())
-
-        if align:
-            out["loss_holo"] = snr_weighted_infonce(
-                z_student.holo,
-                z_teacher.holo,
-                None,
-                o.tau_nce,
-                symmetric=o.symmetric,
-                backend=o.backend,
-            )
+        if o.lambda_align > 0:
+            out["loss_holo"] = self._infonce(z_student.holo, z_teacher.holo, None)
             if z_student.part is not None:
                 k = z_student.part.shape[1]
                 w = self.schedule.omega(inp.t, o.tau_snr).repeat_interleave(k)
-                out["loss_part"] = snr_weighted_infonce(
-                    z_student.part.flatten(0, 1),
-                    z_teacher.part.flatten(0, 1),
-                    w,
-                    o.tau_nce,
-                    symmetric=o.symmetric,
-                    backend=o.backend,
+                out["loss_part"] = self._infonce(
+                    z_student.part.flatten(0, 1), z_teacher.part.flatten(0, 1), w
                 )
             out["loss_align"] = out["loss_holo"] + out["loss_part"]
         if jac:
@@ -197,7 +224,19 @@ class ArcDAE(nn.Module):
         out["loss"] = (
             out["loss_diff"] + o.lambda_align * out["loss_align"] + o.lambda_jac * out["loss_jac"]
         )
-        return out
+
+    def _infonce(self, query: torch.Tensor, key: torch.Tensor, weight: torch.Tensor | None):
+        """SNR-weighted InfoNCE; under DDP with `gather` set, over the global batch: every rank
+        gathers all ranks' student codes (with gradient: the gather's backward sums each
+        rank's contribution back to the rows' owner) and teacher codes, and computes the same
+        global loss, so averaging gradients over ranks gives the single-process gradient."""
+        o = self.cfg.objective
+        if self.gather is not None:
+            query, key = self.gather(query, True), self.gather(key, False)
+            weight = None if weight is None else self.gather(weight, False)
+        return snr_weighted_infonce(
+            query, key, weight, o.tau_nce, symmetric=o.symmetric, backend=o.backend
+        )
 
     def _student_with_fd_jacobian(
         self, x_student: torch.Tensor, inp: StepInputs, parts: bool

@@ -1,5 +1,7 @@
 """One training step. `ReferenceStep` is the eager ground truth: forward of teacher, student
 and denoiser, all loss terms, backward, clipping, AdamW, then the teacher and evaluation EMAs.
+`FastStep` is the same step compiled (the trainer's default, train.step=fast); `build_step`
+makes the one a config asks for. The phases are torch.profiler ranges (arcdae_fast/phases.py).
 """
 
 from __future__ import annotations
@@ -9,8 +11,11 @@ import contextlib
 import torch
 from torch import nn
 
+from . import distributed
+from .config import Config
 from .ema import ema_update, warmup_decay
 from .objective import ArcDAE, StepInputs
+from .phases import phase
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -20,24 +25,56 @@ class NonFiniteLoss(FloatingPointError):
 def build_optimizer(
     model: ArcDAE, lr: float, betas: tuple[float, ...], weight_decay: float, warmup_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW with a linear warm-up to `lr`, then constant (DiffAE's schedule)."""
+    """AdamW with a linear warm-up to `lr`, then constant (DiffAE's schedule); the fused
+    kernel on CUDA, the foreach one elsewhere."""
     params = [p for p in model.trainable().parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    cuda = bool(params) and params[0].is_cuda
+    opt = torch.optim.AdamW(
+        params,
+        lr=lr,
+        betas=tuple(betas),
+        weight_decay=weight_decay,
+        fused=True if cuda else None,
+        foreach=None if cuda else True,
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup_steps) if warmup_steps else 1.0
     )
     return opt, sched
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes bf16 natively: CUDA, or an x86 CPU with AVX512-BF16 / AMX
+    (oneDNN then runs bf16 convolutions and matmuls at full speed; emulated bf16 is slower
+    than fp32)."""
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def uses_bf16(device: torch.device, precision: str) -> bool:
+    """precision auto: bf16 autocast where the device computes bf16 natively, else fp32."""
+    return precision == "bf16" or (precision == "auto" and native_bf16(device))
+
+
 def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA for precision auto/bf16; on CPU only when bf16 is asked for."""
-    use = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    if not use:
+    if not uses_bf16(device, precision):
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 class ReferenceStep:
+    """The eager step. With `dist` (data parallelism) the ranks agree on a non-finite loss,
+    average their gradients before clipping, and return the loss terms averaged over ranks
+    (the global batch's)."""
+
     def __init__(
         self,
         model: ArcDAE,
@@ -48,24 +85,124 @@ class ReferenceStep:
         grad_clip: float,
         ema_decay: float,
         precision: str = "fp32",
+        dist: distributed.Dist | None = None,
     ):
         self.model, self.ema, self.opt, self.sched = model, ema, optimizer, scheduler
         self.grad_clip, self.ema_decay, self.precision = grad_clip, ema_decay, precision
+        self.dist = dist
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
+
+    def forward(self, x0: torch.Tensor, inputs: StepInputs, step: int) -> dict[str, torch.Tensor]:
+        return self.model(x0, inputs, self.model.jac_due(step))
 
     def __call__(self, x0: torch.Tensor, inputs: StepInputs, step: int) -> dict[str, torch.Tensor]:
         self.model.train()
-        with autocast_for(x0.device, self.precision):
-            out = self.model(x0, inputs, step)
-        if not torch.isfinite(out["loss"]):
+        with phase("forward"), autocast_for(x0.device, self.precision):
+            out = self.forward(x0, inputs, step)
+        finite = bool(torch.isfinite(out["loss"]))
+        if self.dist is not None:  # every rank stops, or none
+            finite = not distributed.any_rank(not finite, x0.device)
+        if not finite:
             terms = ", ".join(f"{k}={v.item():.4g}" for k, v in out.items())
             raise NonFiniteLoss(f"non-finite loss at step {step} ({terms})")
         self.opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        if self.grad_clip > 0:
-            out["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
-        self.opt.step()
-        self.sched.step()
-        self.model.update_teacher()
-        ema_update(self.ema, self.model.trainable(), warmup_decay(self.ema_decay, step))
-        return {k: v.detach() for k, v in out.items()}
+        with phase("backward"):
+            out["loss"].backward()
+        if self.dist is not None:
+            with phase("grad all-reduce"):
+                distributed.average_gradients(self.params, self.dist.world)
+        with phase("optimizer"):
+            if self.grad_clip > 0:
+                out["grad_norm"] = torch.nn.utils.clip_grad_norm_(
+                    self.params, self.grad_clip, foreach=True
+                )
+            self.opt.step()
+            self.sched.step()
+        with phase("ema"):
+            self.model.update_teacher()
+            ema_update(self.ema, self.model.trainable(), warmup_decay(self.ema_decay, step))
+        # copies: with CUDA graphs the outputs' memory is reused by the next replay
+        out = {k: v.detach().clone() for k, v in out.items()}
+        if self.dist is not None:
+            names = list(out)
+            avg = distributed.average(torch.stack([out[k].float() for k in names]))
+            out = dict(zip(names, avg.unbind()))
+        return out
+
+
+class FastStep(ReferenceStep):
+    """The same step with the objective under torch.compile(fullgraph=True): teacher, fused
+    augmentation + noising, student encoder with the batched fd Jacobian, denoiser and every
+    loss term in one graph (AOTAutograd compiles the backward too); the ops on backend "auto"
+    (Triton / CUDA / C++ kernels where they are faster). Then the shared update: foreach
+    gradient clipping, fused (CUDA) / foreach AdamW, the teacher and evaluation EMAs as foreach
+    lerps. Model and images in channels_last (the convolutions' native layout on oneDNN and
+    cuDNN). The random inputs are drawn outside the graph (StepInputs), so both steps compute
+    the same function of the same numbers.
+
+    compile_mode: "default", "reduce-overhead" (CUDA graphs; static shapes) or "max-autotune".
+    No graph breaks: fullgraph=True raises on any. The Jacobian term needs the "fd" estimator
+    (forward-mode AD through GroupNorm does not compile).
+    """
+
+    def __init__(
+        self,
+        model: ArcDAE,
+        ema: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        *,
+        grad_clip: float,
+        ema_decay: float,
+        precision: str = "fp32",
+        compile_mode: str = "default",
+        dist: distributed.Dist | None = None,
+    ):
+        super().__init__(
+            model,
+            ema,
+            optimizer,
+            scheduler,
+            grad_clip=grad_clip,
+            ema_decay=ema_decay,
+            precision=precision,
+            dist=dist,
+        )
+        o = model.cfg.objective
+        if o.lambda_jac > 0 and o.jac_estimator != "fd":
+            raise ValueError(
+                "train.step=fast needs objective.jac_estimator=fd (forward-mode AD "
+                "through GroupNorm does not compile); use train.step=reference "
+                "for jvp"
+            )
+        model.to(memory_format=torch.channels_last)  # oneDNN / cuDNN convolutions' native layout
+        self.cuda_graphs = compile_mode == "reduce-overhead"
+        self.compiled = torch.compile(
+            model,
+            fullgraph=True,
+            dynamic=False,
+            mode=None if compile_mode == "default" else compile_mode,
+        )
+
+    def forward(self, x0: torch.Tensor, inputs: StepInputs, step: int) -> dict[str, torch.Tensor]:
+        if self.cuda_graphs:  # a new iteration: the previous replay's outputs are dead
+            torch.compiler.cudagraph_mark_step_begin()
+        return self.compiled(
+            x0.contiguous(memory_format=torch.channels_last), inputs, self.model.jac_due(step)
+        )
+
+
+def build_step(
+    cfg: Config,
+    model: ArcDAE,
+    ema: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    dist: distributed.Dist | None = None,
+) -> ReferenceStep:
+    """The step train.step asks for (fast: FastStep with train.compile_mode)."""
+    tc = cfg.train
+    kw = dict(grad_clip=tc.grad_clip, ema_decay=tc.ema_decay, precision=tc.precision, dist=dist)
+    if tc.step == "fast":
+        return FastStep(model, ema, optimizer, scheduler, compile_mode=tc.compile_mode, **kw)
+    return ReferenceStep(model, ema, optimizer, scheduler, **kw)

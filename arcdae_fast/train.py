@@ -10,6 +10,7 @@ non-finite loss stops the run (exit 1) without touching the checkpoints.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -21,14 +22,14 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .config import RESUME_MUTABLE, Config, ConfigError, diff_keys, load_config
 from .data.datasets import DataError, collate
 from .data.loader import build_dataset, make_loader, model_input
 from .ema import frozen_copy
 from .malloc import keep_freed_memory
-from .objective import TERMS, ArcDAE
-from .step import NonFiniteLoss, ReferenceStep, build_optimizer
+from .objective import TERMS, ArcDAE, StepInputs
+from .step import NonFiniteLoss, ReferenceStep, build_optimizer, build_step, uses_bf16
 from .viz import reconstruction_grid
 
 LOGGED = (*TERMS, "grad_norm")
@@ -79,8 +80,17 @@ class _Signals:
 
 class Trainer:
     def __init__(self, cfg: Config, out: Path, progress: bool = True):
-        self.cfg, self.out, self.progress = cfg, Path(out), progress
+        self.cfg, self.out = cfg, Path(out)
         self.device = pick_device(cfg.train.device)
+        self.dist = distributed.from_env()  # torchrun
+        self.main = self.dist is None or self.dist.main  # rank 0 logs and checkpoints
+        self.progress = progress and self.main
+        self.world = 1 if self.dist is None else self.dist.world
+        if cfg.train.batch_size % self.world:
+            raise ConfigError(
+                f"config: train.batch_size={cfg.train.batch_size} (the global batch) is not "
+                f"divisible by the {self.world} ranks"
+            )
         self.ckpt_dir = self.out / "checkpoints"
         self.metrics_path = self.out / "metrics.jsonl"
 
@@ -113,7 +123,7 @@ class Trainer:
         self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
-        print(f"resuming from {path} (step {step})", file=sys.stderr)
+        self._say(f"resuming from {path} (step {step})")
         return step
 
     def _truncate_metrics(self, step: int) -> None:
@@ -147,6 +157,14 @@ class Trainer:
         )
 
     def run(self) -> int:
+        if self.dist is not None:
+            self.device = distributed.setup(self.dist, self.device)
+        try:
+            return self._run()
+        finally:
+            distributed.teardown()
+
+    def _run(self) -> int:
         cfg, tc = self.cfg, self.cfg.train
         if tc.num_threads:
             torch.set_num_threads(tc.num_threads)
@@ -160,40 +178,70 @@ class Trainer:
             self.model, tc.lr, tc.adam_betas, tc.weight_decay, tc.warmup_steps
         )
         start = self._resume()
-        self.out.mkdir(parents=True, exist_ok=True)
-        checkpoint.atomic_write(
-            self.out / "config.yaml", lambda f: f.write(yaml.safe_dump(cfg.to_dict()).encode())
-        )
-        self._truncate_metrics(start)
+        if self.dist is not None:
+            distributed.broadcast_state(self.model, self.ema)  # rank 0's weights everywhere
+            if cfg.objective.gather_negatives:
+                self.model.gather = distributed.gather_rows
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            checkpoint.atomic_write(
+                self.out / "config.yaml",
+                lambda f: f.write(yaml.safe_dump(cfg.to_dict()).encode()),
+            )
+            self._truncate_metrics(start)
         if start >= tc.max_steps:
-            print(
+            self._say(
                 f"{self.out} is already at step {start} >= train.max_steps={tc.max_steps}; "
-                "nothing to do",
-                file=sys.stderr,
+                "nothing to do"
             )
             return 0
-        step_fn = ReferenceStep(
-            self.model,
-            self.ema,
-            self.opt,
-            self.sched,
-            grad_clip=tc.grad_clip,
-            ema_decay=tc.ema_decay,
-            precision=tc.precision,
-        )
+        step_fn = build_step(cfg, self.model, self.ema, self.opt, self.sched, self.dist)
+        rank = 0 if self.dist is None else self.dist.rank
         loader, how = make_loader(
-            dataset, cfg.data, tc.batch_size, seed=tc.seed, start_step=start, device=self.device
+            dataset,
+            cfg.data,
+            tc.batch_size // self.world,
+            seed=tc.seed,
+            start_step=start,
+            rank=rank,
+            world_size=self.world,
+            device=self.device,
         )
         fixed = collate([dataset[i] for i in range(min(8, len(dataset)))])["image"].to(self.device)
-        print(
+        ranks = "" if self.dist is None else f" x {self.world} ranks"
+        self._say(
             f"training {len(dataset)} images at {cfg.data.resolution}px on {self.device} "
-            f"(input pipeline: {how}; objective: {cfg.objective.preset}) -> {self.out}",
-            file=sys.stderr,
+            f"(input pipeline: {how}; objective: {cfg.objective.preset}; step: {tc.step}, "
+            f"{'bf16 autocast' if uses_bf16(self.device, tc.precision) else 'fp32'}{ranks}) -> "
+            f"{self.out}"
         )
         return self._loop(step_fn, loader, start, fixed)
 
+    def _say(self, msg: str) -> None:
+        if self.main:
+            print(msg, file=sys.stderr, flush=True)
+
+    def _agree(self, flag: bool) -> bool:
+        """Data parallel: true on every rank when true on any (single process: the flag)."""
+        return flag if self.dist is None else distributed.any_rank(flag, self.device)
+
+    def _inputs(self, x0: torch.Tensor, step: int) -> StepInputs:
+        """The step's random inputs; data parallel: drawn for the global batch, this rank's
+        rows kept, so N ranks see what one process would (dropout masks differ by rank)."""
+        seed, rank = (
+            step_seed(self.cfg.train.seed, step),
+            0 if self.dist is None else self.dist.rank,
+        )
+        torch.manual_seed((seed + rank) % (2**63 - 1))  # dropout
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        if self.dist is None:
+            return self.model.draw_inputs(x0, gen)
+        b = x0.shape[0]
+        return self.model.draw_inputs(x0, gen, batch=b * self.world).rows(rank * b, rank * b + b)
+
     def _loop(self, step_fn: ReferenceStep, loader: Any, start: int, fixed: torch.Tensor) -> int:
         tc = self.cfg.train
+        per_rank = tc.batch_size // self.world
         bar = tqdm(
             total=tc.max_steps,
             initial=start,
@@ -205,22 +253,22 @@ class Trainer:
         window: dict[str, float] = {}
         n_win, imgs, skipped, t0 = 0, 0, 0, time.perf_counter()
         step = start
-        with _Signals() as sig, open(self.metrics_path, "a") as metrics:
+        metrics_file = open(self.metrics_path, "a") if self.main else contextlib.nullcontext()
+        with _Signals() as sig, metrics_file as metrics:
             for batch in loader:
                 skipped += batch["skipped"]
-                if "image" not in batch:
-                    print(
-                        f"warning: every image of the batch for step {step} was unreadable; "
-                        "skipping the step",
-                        file=sys.stderr,
+                rows = batch["image"].shape[0] if "image" in batch else 0
+                # data parallel: the gathered InfoNCE needs every rank's full share
+                if self._agree(rows == 0 or (self.dist is not None and rows != per_rank)):
+                    self._say(
+                        f"warning: unreadable images left the batch of step {step} "
+                        f"{'empty' if self.dist is None else 'short on some rank'}; "
+                        "skipping the step"
                     )
                     step += 1
                     continue
                 x0 = model_input(batch["image"], self.device, self.cfg.data.channels_last)
-                seed = step_seed(tc.seed, step)
-                torch.manual_seed(seed)  # dropout
-                gen = torch.Generator(device=self.device).manual_seed(seed)
-                inputs = self.model.draw_inputs(x0, gen)
+                inputs = self._inputs(x0, step)
                 try:
                     out = step_fn(x0, inputs, step)
                 except NonFiniteLoss as e:
@@ -230,17 +278,17 @@ class Trainer:
                         if last
                         else "no checkpoint was written before it"
                     )
-                    print(
-                        f"error: {e}. Stopping; {where}. Try a lower train.lr or train.grad_clip.",
-                        file=sys.stderr,
+                    self._say(
+                        f"error: {e}. Stopping; {where}. Try a lower train.lr or train.grad_clip."
                     )
                     return 1
                 step += 1
                 for k in LOGGED:
                     if k in out:
                         window[k] = window.get(k, 0.0) + float(out[k])
-                n_win, imgs = n_win + 1, imgs + x0.shape[0]
-                if step % tc.log_every == 0 or step == tc.max_steps:
+                n_win, imgs = n_win + 1, imgs + x0.shape[0] * self.world
+                stop = self._agree(sig.signum is not None)
+                if self.main and (step % tc.log_every == 0 or step == tc.max_steps):
                     dt = time.perf_counter() - t0
                     rec = {
                         "step": step,
@@ -254,25 +302,27 @@ class Trainer:
                     bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['img_per_s']:.1f}")
                     window, n_win, imgs, t0 = {}, 0, 0, time.perf_counter()
                 bar.update(1)
-                if tc.sample_every and step % tc.sample_every == 0:
+                if self.main and tc.sample_every and step % tc.sample_every == 0:
                     self._grid(step, fixed)
                 done = step >= tc.max_steps
-                if done or step % tc.ckpt_every == 0 or sig.signum is not None:
-                    path = self._save(step)
-                if sig.signum is not None:
+                if done or step % tc.ckpt_every == 0 or stop:
+                    if self.dist is not None:
+                        distributed.check_replicas(self.model, self.device)
+                    path = self._save(step) if self.main else None
+                if stop:
                     bar.close()
-                    print(
-                        f"stopped by {signal.Signals(sig.signum).name} at step {step}; "
-                        f"checkpoint {path}",
-                        file=sys.stderr,
+                    signum = sig.signum or signal.SIGTERM  # a rank that was not signalled
+                    self._say(
+                        f"stopped by {signal.Signals(signum).name} at step {step}; "
+                        f"checkpoint {path}"
                     )
-                    return 128 + sig.signum
+                    return 128 + signum
                 if done:
                     break
         bar.close()
-        if tc.sample_every and step % tc.sample_every:
+        if self.main and tc.sample_every and step % tc.sample_every:
             self._grid(step, fixed)
-        print(f"done: {step} steps; checkpoint {path}", file=sys.stderr)
+        self._say(f"done: {step} steps; checkpoint {path}")
         return 0
 
 

@@ -3,10 +3,10 @@
 - GPU timing: triton.testing.do_bench (median; it flushes L2 between runs, so inputs are read
   cold) when Triton is importable, else CUDA events. CPU timing: median of repeated
   time.perf_counter runs after warm-up.
-- Peak memory: GPU, torch.cuda.max_memory_allocated above the allocation before the run.
-  CPU, growth of the process's peak RSS (VmHWM, reset through /proc/self/clear_refs) above
-  the RSS before the run, with glibc's retained memory released first: it counts every byte
-  the run touches, torch's or not.
+- Peak memory (arcdae_fast/measure.py): GPU, torch.cuda.max_memory_allocated above the
+  allocation before the run. CPU, growth of the process's peak RSS (VmHWM) above the RSS
+  before the run, with glibc's retained memory released first: it counts every byte the run
+  touches, torch's or not.
 - Roofline: measured in the same run on the same device (a large copy for bandwidth, a
   large matmul for FLOP/s), so ratios compare like with like.
 """
@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 import torch._functorch.config
 
-from arcdae_fast.malloc import keep_freed_memory, release_freed_memory
+from arcdae_fast.malloc import keep_freed_memory
+from arcdae_fast.measure import peak_bytes, sync
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # CPU runs: glibc keeps freed memory (arcdae_fast/malloc.py), so that timings measure the
@@ -75,11 +76,6 @@ def versions() -> dict[str, str]:
     return {"torch": torch.__version__, "triton": tv, "python": platform.python_version()}
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_ms(
     fn: Callable[[], object], device: torch.device, *, min_time: float = 0.5, max_reps: int = 200
 ) -> float:
@@ -108,37 +104,6 @@ def time_ms(
             fn()
             times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
-
-
-def _proc_status(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{key} not in /proc/self/status")
-
-
-def peak_bytes(fn: Callable[[], object], device: torch.device) -> int | None:
-    """Peak memory one call needs above what was allocated before it (see module doc)."""
-    fn()  # warm-up: lazy initialisation is not the op's memory
-    sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        fn()
-        sync(device)
-        return torch.cuda.max_memory_allocated(device) - base
-    release_freed_memory()  # memory kept for reuse would hide what the call touches
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset VmHWM
-        base = _proc_status("VmRSS:")
-        fn()
-        return max(0, _proc_status("VmHWM:") - base)
-    except OSError:
-        return None
-    finally:
-        keep_freed_memory()
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.utils.flop_counter import register_flop_formula
 
 from . import _backends, _ext, _triton
 from . import _selfcheck as _selfcheck_mod
@@ -160,3 +161,20 @@ def _backward(ctx, grad_out, _grad_lse):
 
 
 _pool_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+# FLOPs for torch.utils.flop_counter: the matmul work of the eager reference (folding,
+# scores, pooling; backward twice the forward).
+def _pool_flops(x_shape, query_shape, key_weight_shape) -> int:
+    (b, n, c), (k, dk) = x_shape, query_shape
+    return 4 * b * n * c * k + 2 * k * dk * c
+
+
+@register_flop_formula(torch.ops.arcdae_fast.attention_pool_fwd)
+def _(x_shape, query_shape, key_weight_shape, *args, out_shape=None, **kwargs) -> int:
+    return _pool_flops(x_shape, query_shape, key_weight_shape)
+
+
+@register_flop_formula(torch.ops.arcdae_fast.attention_pool_bwd)
+def _(dout_shape, x_shape, query_shape, key_weight_shape, *args, out_shape=None, **kwargs):
+    return 2 * _pool_flops(x_shape, query_shape, key_weight_shape)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import register_flop_formula
 
 from . import _backends, _ext, _triton
 from . import _selfcheck as _selfcheck_mod
@@ -239,3 +240,16 @@ def _backward(ctx, grad_loss, _grad_lse_r, _grad_lse_c):
 
 
 _infonce_rows.register_autograd(_backward, setup_context=_setup_context)
+
+
+# FLOPs for torch.utils.flop_counter (the profiler's MFU): the matmul work of the eager
+# reference, so a step counts the same FLOPs whichever backend runs it.
+@register_flop_formula(torch.ops.arcdae_fast.infonce_rows)
+def _rows_flops(query_shape, key_shape, *args, out_shape=None, **kwargs) -> int:
+    return 2 * query_shape[0] * key_shape[0] * query_shape[1]  # the logit matrix
+
+
+@register_flop_formula(torch.ops.arcdae_fast.infonce_rows_backward)
+def _rows_backward_flops(grad_shape, query_shape, key_shape, *args, out_shape=None, **kwargs):
+    need = int(bool(out_shape[0][0])) + int(bool(out_shape[1][0]))  # empty when not needed
+    return 2 * query_shape[0] * key_shape[0] * query_shape[1] * need

@@ -1,0 +1,111 @@
+"""Multi-process data-parallel training (`torchrun --nproc_per_node=N -m arcdae_fast.train`).
+
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; `setup` joins the process group (NCCL on CUDA,
+gloo on CPU) and pins rank r to cuda:LOCAL_RANK. The data parallelism is written out rather
+than wrapped in DistributedDataParallel, so the eager and the compiled step share it and a
+run on N ranks is the single-process run on the same global batch:
+- every rank draws the step's random inputs for the global batch and keeps its rows;
+- the InfoNCE terms gather all ranks' codes (`gather_rows`, objective.gather_negatives);
+- after backward one flattened all-reduce averages the gradients (no overlap with backward:
+  the simple, deterministic choice); clipping, AdamW and the EMAs then run identically on
+  every rank, so the replicas stay bit-identical (`check_replicas` verifies it).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.distributed._functional_collectives as fcol
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+# renamed in torch 2.12 (the old name warns); both are traceable by torch.compile
+_all_gather = getattr(fcol, "all_gather_single_autograd", None) or fcol.all_gather_tensor_autograd
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int
+    world: int
+    local_rank: int
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def from_env() -> Dist | None:
+    """The torchrun environment, or None for a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return None
+    return Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def setup(d: Dist, device: torch.device) -> torch.device:
+    """Join the process group; returns this rank's device."""
+    if device.type == "cuda":
+        torch.cuda.set_device(d.local_rank)
+        device = torch.device("cuda", d.local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def gather_rows(x: torch.Tensor, with_grad: bool) -> torch.Tensor:
+    """All ranks' rows of x (rank-major, the global batch's order), in float32. With
+    with_grad the backward sums every rank's gradient of its rows back to their owner."""
+    x = x.float() if with_grad else x.detach().float()
+    return _all_gather(x.contiguous(), 0, dist.group.WORLD)
+
+
+def average_gradients(params: list[torch.Tensor], world: int) -> None:
+    """One all-reduce over all gradients (flattened), divided by the number of ranks."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = _flatten_dense_tensors(grads)
+    dist.all_reduce(flat)
+    flat.div_(world)
+    for g, avg in zip(grads, _unflatten_dense_tensors(flat, grads)):
+        g.copy_(avg)
+
+
+def average(values: torch.Tensor) -> torch.Tensor:
+    """Mean over ranks (a copy)."""
+    out = values.detach().float().clone()
+    dist.all_reduce(out)
+    return out / dist.get_world_size()
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when `flag` is true on any (ranks agree on stopping)."""
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def broadcast_state(*modules: torch.nn.Module) -> None:
+    """Rank 0's parameters and buffers to every rank."""
+    for m in modules:
+        for t in m.state_dict().values():
+            dist.broadcast(t, 0)
+
+
+def check_replicas(module: torch.nn.Module, device: torch.device) -> None:
+    """Raise when the ranks' parameters differ (a per-tensor float64 fingerprint)."""
+    fp = torch.stack([p.detach().double().square().sum() for p in module.parameters()])
+    fp = torch.cat([fp, torch.stack([p.detach().double().sum() for p in module.parameters()])])
+    fp = fp.to(device)
+    allfp = [torch.empty_like(fp) for _ in range(dist.get_world_size())]
+    dist.all_gather(allfp, fp)
+    bad = [r for r, f in enumerate(allfp) if not torch.equal(f, allfp[0])]
+    if bad:
+        raise RuntimeError(f"data-parallel replicas diverged: rank(s) {bad} differ from rank 0")

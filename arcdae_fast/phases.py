@@ -1,0 +1,25 @@
+"""Named phases of a training step as torch.profiler ranges ("arcdae::<phase>").
+
+They show in traces and feed the breakdown of `python -m arcdae_fast.profile`. Inside a
+torch.compile'd region they are skipped (the compiler fuses across phase boundaries, so
+there is nothing to attribute; the compiled step shows as its forward and backward).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch.profiler import record_function
+
+PREFIX = "arcdae::"
+# top-level phases of one step, then the sub-phases of each (the profiler's table order)
+STEP = ("data", "draw inputs", "forward", "backward", "grad all-reduce", "optimizer", "ema")
+FORWARD = ("augmentation", "teacher", "student encoder", "denoiser fwd", "losses")
+BACKWARD = ("denoiser bwd",)
+
+
+def phase(name: str) -> contextlib.AbstractContextManager:
+    if torch.compiler.is_compiling():
+        return contextlib.nullcontext()
+    return record_function(PREFIX + name)

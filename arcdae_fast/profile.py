@@ -1,0 +1,396 @@
+"""`python -m arcdae_fast.profile --config ffhq.yaml [--steps 20] [--variant fast|reference]
+[--trace FILE] [--json FILE] [--peak-tflops F] [--batch-size B] [section.key=value ...]`
+
+Where the time of a training step goes. Builds the model, optimizer and step exactly as the
+trainer does (train.step picks the variant unless --variant is given), then:
+1. warm-up steps (compilation included), timed apart and excluded from everything else;
+2. --steps timed steps (synchronised): median ms/step, img/s, peak memory (CUDA: the
+   allocator's peak, weights and optimizer state included; CPU: the process's peak RSS);
+3. FLOPs per step: one eager forward + backward under torch.utils.flop_counter (matmul and
+   convolution FLOPs; the custom ops register theirs), averaged over the Jacobian schedule;
+   MFU = FLOPs / time / peak, the peak from --peak-tflops or known for the GPU;
+4. the same steps under torch.profiler: time per phase (the arcdae::* ranges of
+   arcdae_fast/phases.py: data, augmentation, teacher, student encoder, denoiser fwd/bwd,
+   losses, optimizer, ...) and the top operators / kernels; --trace writes the Chrome /
+   Perfetto trace.
+Inside the compiled step (variant fast) the compiler fuses across phases: its forward and
+backward show as one phase each.
+
+Without the preset's dataset (FFHQ and CelebA need data.root) it profiles on random images of
+the preset's resolution, pre-generated on the device (--data synthetic forces this, --data
+real refuses the fallback); the table says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
+
+from .config import Config, ConfigError, load_config
+from .data.datasets import DataError
+from .data.loader import build_dataset, make_loader, model_input
+from .ema import frozen_copy
+from .malloc import keep_freed_memory
+from .measure import PeakMemory, sync
+from .objective import ArcDAE
+from .phases import BACKWARD, FORWARD, PREFIX, STEP, phase
+from .step import autocast_for, build_optimizer, build_step, uses_bf16
+from .train import pick_device, step_seed
+
+# Dense tensor-core peaks from NVIDIA's datasheets, TFLOP/s: (bf16, tf32; fp32 runs use TF32
+# tensor cores for convolutions by default). First match on the device name wins.
+KNOWN_PEAKS = (
+    ("H100 PCIe", 756.5, 378.0),
+    ("H100 NVL", 835.5, 417.5),
+    ("H200 NVL", 835.5, 417.5),
+    ("H100", 989.4, 494.7),
+    ("H200", 989.4, 494.7),
+    ("A100", 312.0, 156.0),
+)
+
+
+def known_peak(device: torch.device, bf16: bool) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, p_bf16, p_tf32 in KNOWN_PEAKS:
+        if key in name:
+            return p_bf16 if bf16 else p_tf32
+    return None
+
+
+def batches(cfg: Config, device: torch.device, mode: str) -> tuple[Callable[[], torch.Tensor], str]:
+    """next_batch() -> model input (B, 3, R, R), and where the images come from."""
+    bs, res = cfg.train.batch_size, cfg.data.resolution
+    why = "--data synthetic"
+    if mode != "synthetic":
+        try:
+            dataset = build_dataset(cfg.data)
+            loader, how = make_loader(dataset, cfg.data, bs, seed=cfg.train.seed, device=device)
+            it = iter(loader)
+
+            def real() -> torch.Tensor:
+                batch = next(it)
+                while "image" not in batch:  # every image unreadable: the next batch
+                    batch = next(it)
+                return model_input(batch["image"], device, cfg.data.channels_last)
+
+            return real, f"{cfg.data.dataset}, {len(dataset)} images ({how})"
+        except DataError as e:
+            if mode == "real":
+                raise
+            why = str(e).split(". ")[0]
+    g = torch.Generator(device=device).manual_seed(cfg.train.seed)
+    pool = [torch.rand(bs, 3, res, res, generator=g, device=device) * 2 - 1 for _ in range(4)]
+    if cfg.data.channels_last:
+        pool = [x.contiguous(memory_format=torch.channels_last) for x in pool]
+    cycle = itertools.cycle(pool)
+    return lambda: next(cycle), f"synthetic random images at {res} px on the device ({why})"
+
+
+def count_flops(model: ArcDAE, x0: torch.Tensor, inputs: Any, precision: str) -> float:
+    """FLOPs of one step (eager forward + backward), averaged over the Jacobian schedule."""
+    k = model.cfg.objective.jac_every
+    total = 0.0
+    for jac, times in ((True, 1), (False, k - 1)) if model.jac_due(0) else ((False, k),):
+        if not times:
+            continue
+        model.zero_grad(set_to_none=True)
+        with FlopCounterMode(display=False) as counter:
+            with autocast_for(x0.device, precision):
+                out = model(x0, inputs, jac)
+            out["loss"].backward()
+        total += counter.get_total_flops() * times
+    model.zero_grad(set_to_none=True)
+    return total / k
+
+
+class _DenoiserBackwardRange:
+    """Eager step only: the denoiser's backward as an arcdae::denoiser bwd range (module
+    backward hooks; its last parameter gradients may land just after the range)."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.module, self.ctx, self.handles = module, None, []
+
+    def __enter__(self) -> _DenoiserBackwardRange:
+        def start(mod, grad_out):
+            self.ctx = phase("denoiser bwd")
+            self.ctx.__enter__()
+
+        def end(mod, grad_in, grad_out):
+            if self.ctx is not None:
+                self.ctx.__exit__(None, None, None)
+                self.ctx = None
+
+        self.handles = [
+            self.module.register_full_backward_pre_hook(start),
+            self.module.register_full_backward_hook(end),
+        ]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def _times(e: Any, cuda: bool) -> tuple[float, float | None, float | None]:
+    """(cpu total, device total, device self) microseconds of a profiler event."""
+    if not cuda:
+        return e.cpu_time_total, None, None
+    dev = getattr(e, "device_time_total", None)
+    dev = getattr(e, "cuda_time_total", 0.0) if dev is None else dev
+    self_dev = getattr(e, "self_device_time_total", None)
+    self_dev = getattr(e, "self_cuda_time_total", 0.0) if self_dev is None else self_dev
+    return e.cpu_time_total, dev, self_dev
+
+
+def summarize(prof: profile, steps: int, cuda: bool, top: int) -> tuple[dict, list]:
+    """Per-phase ms/step (CPU wall, and on CUDA the kernels' device time) and top ops."""
+    phases: dict[str, dict[str, float | None]] = {}
+    ops = []
+    for e in prof.key_averages():
+        cpu, dev, self_dev = _times(e, cuda)
+        if e.key.startswith(PREFIX):
+            name = e.key[len(PREFIX) :]
+            phases[name] = {
+                "ms_per_step": cpu / 1e3 / steps,
+                "device_ms_per_step": None if dev is None else dev / 1e3 / steps,
+            }
+        elif not e.key.startswith("ProfilerStep"):
+            self_t = self_dev if cuda else e.self_cpu_time_total
+            ops.append((e.key, self_t / 1e3 / steps, e.count // steps))
+    ops.sort(key=lambda r: -r[1])
+    top_ops = [{"name": n, "self_ms_per_step": t, "calls_per_step": c} for n, t, c in ops[:top]]
+    return phases, top_ops
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m arcdae_fast.profile",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", required=True, help="a YAML file or a packaged preset")
+    p.add_argument("--steps", type=int, default=10, help="measured steps (default 10)")
+    p.add_argument("--warmup", type=int, default=3, help="warm-up steps (compilation; default 3)")
+    p.add_argument(
+        "--variant",
+        choices=("fast", "reference"),
+        default=None,
+        help="the step to profile (default: the config's train.step)",
+    )
+    p.add_argument("--batch-size", type=int, default=None, help="same as train.batch_size=B")
+    p.add_argument("--data", choices=("auto", "real", "synthetic"), default="auto")
+    p.add_argument("--trace", default=None, help="write a Chrome/Perfetto trace (JSON) here")
+    p.add_argument("--json", default=None, help="write the results as a JSON object here")
+    p.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="the device's peak TFLOP/s for MFU (default: known for the GPU)",
+    )
+    p.add_argument("--top", type=int, default=15, help="top operators / kernels listed")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value")
+    a = p.parse_args(argv)
+    for name in ("steps", "top"):
+        if getattr(a, name) < 1:
+            p.error(f"--{name} must be at least 1")
+    if a.warmup < 0:
+        p.error("--warmup must be >= 0")
+    if a.peak_tflops is not None and a.peak_tflops <= 0:
+        p.error("--peak-tflops must be positive")
+    return a
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    sets = list(args.overrides)
+    sets += [f"train.step={args.variant}"] if args.variant else []
+    sets += [f"train.batch_size={args.batch_size}"] if args.batch_size else []
+    cfg = load_config(args.config, sets)
+    tc = cfg.train
+    device = pick_device(tc.device)
+    if tc.num_threads:
+        torch.set_num_threads(tc.num_threads)
+    if device.type == "cpu":
+        keep_freed_memory()  # as the trainer does
+    torch.manual_seed(tc.seed)
+    next_batch, data_note = batches(cfg, device, args.data)
+    model = ArcDAE(cfg).to(device)
+    ema = frozen_copy(model.trainable())
+    opt, sched = build_optimizer(model, tc.lr, tc.adam_betas, tc.weight_decay, tc.warmup_steps)
+    step_fn = build_step(cfg, model, ema, opt, sched)
+    bf16 = uses_bf16(device, tc.precision)
+
+    def one_step(i: int) -> None:
+        with phase("data"):
+            x0 = next_batch()
+        with phase("draw inputs"):
+            seed = step_seed(tc.seed, i)
+            torch.manual_seed(seed)
+            inputs = model.draw_inputs(x0, torch.Generator(device=device).manual_seed(seed))
+        step_fn(x0, inputs, i)
+
+    t0 = time.perf_counter()
+    for i in range(args.warmup):
+        one_step(i)
+    sync(device)
+    warmup_s = time.perf_counter() - t0
+
+    x0 = next_batch()
+    flops = count_flops(
+        model,
+        x0,
+        model.draw_inputs(x0, torch.Generator(device=device).manual_seed(0)),
+        tc.precision,
+    )
+
+    times = []
+    with PeakMemory(device) as mem:
+        for i in range(args.warmup, args.warmup + args.steps):
+            t = time.perf_counter()
+            one_step(i)
+            sync(device)
+            times.append((time.perf_counter() - t) * 1e3)
+    ms = statistics.median(times)
+
+    cuda = device.type == "cuda"
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    hooks = (
+        _DenoiserBackwardRange(model.denoiser)
+        if tc.step == "reference"
+        else contextlib.nullcontext()
+    )
+    start = args.warmup + args.steps
+    with hooks, profile(activities=acts) as prof:
+        t = time.perf_counter()
+        for i in range(start, start + args.steps):
+            one_step(i)
+        sync(device)
+        profiled_ms = (time.perf_counter() - t) * 1e3 / args.steps
+    if args.trace:
+        Path(args.trace).parent.mkdir(parents=True, exist_ok=True)
+        prof.export_chrome_trace(str(args.trace))
+    phases, top_ops = summarize(prof, args.steps, cuda, args.top)
+
+    peak = args.peak_tflops or known_peak(device, bf16)
+    achieved = flops / (ms / 1e3) / 1e12
+    return {
+        "config": args.config,
+        "variant": tc.step,
+        "compile_mode": tc.compile_mode if tc.step == "fast" else None,
+        "device": torch.cuda.get_device_name(device)
+        if cuda
+        else f"cpu ({torch.get_num_threads()} threads)",
+        "precision": "bf16 autocast" if bf16 else "fp32",
+        "batch_size": tc.batch_size,
+        "resolution": cfg.data.resolution,
+        "data": data_note,
+        "warmup_steps": args.warmup,
+        "warmup_s": warmup_s,
+        "steps": args.steps,
+        "ms_per_step": ms,
+        "ms_per_step_min": min(times),
+        "ms_per_step_max": max(times),
+        "img_per_s": tc.batch_size * len(times) / (sum(times) / 1e3),
+        "peak_mem_bytes": mem.peak,
+        "flops_per_step": flops,
+        "achieved_tflops": achieved,
+        "peak_tflops": peak,
+        "mfu": None if peak is None else achieved / peak,
+        "profiled_ms_per_step": profiled_ms,
+        "phases": phases,
+        "top_ops": top_ops,
+        "torch": torch.__version__,
+    }
+
+
+def _fmt_bytes(n: int | None) -> str:
+    return "n/a" if n is None else f"{n / 2**30:.2f} GiB"
+
+
+def print_report(r: dict[str, Any]) -> None:
+    out = sys.stdout
+    print(
+        f"{r['config']}: step {r['variant']}"
+        + (f" ({r['compile_mode']})" if r["compile_mode"] else "")
+        + f", {r['precision']}, batch {r['batch_size']} at {r['resolution']} px on {r['device']}",
+        file=out,
+    )
+    print(f"data: {r['data']}", file=out)
+    print(f"warm-up: {r['warmup_steps']} steps in {r['warmup_s']:.1f} s (excluded)", file=out)
+    print(
+        f"step: {r['ms_per_step']:.2f} ms median over {r['steps']} (min {r['ms_per_step_min']:.2f},"
+        f" max {r['ms_per_step_max']:.2f}) | {r['img_per_s']:.1f} img/s | peak memory "
+        f"{_fmt_bytes(r['peak_mem_bytes'])}",
+        file=out,
+    )
+    mfu = (
+        f"MFU {100 * r['mfu']:.1f}% of {r['peak_tflops']:.1f} TFLOP/s"
+        if r["mfu"] is not None
+        else "MFU n/a (no known peak for this device: pass --peak-tflops)"
+    )
+    print(
+        f"FLOPs/step: {r['flops_per_step']:.4g} ({r['flops_per_step'] / r['batch_size']:.4g} per "
+        f"image) | {r['achieved_tflops']:.3f} TFLOP/s | {mfu}",
+        file=out,
+    )
+    total = r["profiled_ms_per_step"]
+    dev = any(v["device_ms_per_step"] is not None for v in r["phases"].values())
+    print(
+        f"\nphases (under the profiler: {total:.2f} ms/step)\n"
+        f"{'phase':<26}{'ms/step':>10}{'share':>8}" + (f"{'device ms':>12}" if dev else ""),
+        file=out,
+    )
+
+    def row(name: str, indent: str) -> None:
+        v = r["phases"].get(name)
+        if v is None:
+            if indent and r["variant"] == "fast" and name in FORWARD + BACKWARD:
+                print(f"{indent + name:<26}{'(in the compiled graph)':>18}", file=out)
+            return
+        d = v["device_ms_per_step"]
+        extra = f"{d:>12.2f}" if dev and d is not None else ""
+        share = 100 * v["ms_per_step"] / total
+        print(f"{indent + name:<26}{v['ms_per_step']:>10.2f}{share:>7.1f}%{extra}", file=out)
+
+    for name in STEP:
+        row(name, "")
+        for sub in {"forward": FORWARD, "backward": BACKWARD}.get(name, ()):
+            row(sub, "  ")
+    top = "device" if dev else "CPU"
+    print(f"\ntop operators by self {top} time", file=out)
+    for o in r["top_ops"]:
+        print(
+            f"  {o['self_ms_per_step']:>9.3f} ms/step  {o['calls_per_step']:>5}x  {o['name'][:90]}",
+            file=out,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        result = run(args)
+    except (ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_report(result)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Benchmark the training step: the eager reference in fp32, the eager step in bf16 autocast +
+channels_last (where the device computes bf16 natively: CUDA, or a CPU with AMX /
+AVX512-BF16), and the fast (compiled) step, on the same config, batch, weights and inputs.
+
+    python bench/bench_step.py [--config quickstart.yaml] [--batch-size B] [--rounds 5]
+        [--steps 4] [--variants reference-fp32,eager-bf16-cl,fast] [--out CSV]
+Each variant gets its own copy of the same initial weights. After warm-up (compilation
+excluded), the variants run interleaved, --steps steps each per round, so that machine noise
+falls on all of them alike; img/s is the batch over the median step time. Data loading is
+excluded (a pool of batches from the config's dataset, or random images when it has none, is
+kept on the device; `python -m arcdae_fast.profile` measures the input pipeline). Peak
+memory: what one step needs above the state resident before it (activations, workspace).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import Row, report  # noqa: E402
+
+from arcdae_fast.config import load_config  # noqa: E402
+from arcdae_fast.ema import frozen_copy  # noqa: E402
+from arcdae_fast.measure import peak_bytes, sync  # noqa: E402
+from arcdae_fast.objective import ArcDAE  # noqa: E402
+from arcdae_fast.profile import batches, count_flops, known_peak  # noqa: E402
+from arcdae_fast.step import (  # noqa: E402
+    FastStep,
+    ReferenceStep,
+    build_optimizer,
+    native_bf16,
+    uses_bf16,
+)
+from arcdae_fast.train import pick_device, step_seed  # noqa: E402
+
+VARIANTS = ("reference-fp32", "eager-bf16-cl", "fast")
+
+
+def make_variant(name: str, cfg, base: ArcDAE, device: torch.device):
+    """(step function, precision, channels_last input) of one variant, on a copy of base."""
+    tc = cfg.train
+    model = copy.deepcopy(base)
+    ema = frozen_copy(model.trainable())
+    opt, sched = build_optimizer(model, tc.lr, tc.adam_betas, tc.weight_decay, tc.warmup_steps)
+    kw = dict(grad_clip=tc.grad_clip, ema_decay=tc.ema_decay)
+    if name == "reference-fp32":
+        return ReferenceStep(model, ema, opt, sched, precision="fp32", **kw), "fp32", False
+    if name == "eager-bf16-cl":
+        model.to(memory_format=torch.channels_last)
+        return ReferenceStep(model, ema, opt, sched, precision="bf16", **kw), "bf16", True
+    step = FastStep(
+        model, ema, opt, sched, precision=tc.precision, compile_mode=tc.compile_mode, **kw
+    )
+    return step, ("bf16" if uses_bf16(device, tc.precision) else "fp32"), True
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--config", default="quickstart.yaml")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=4, help="steps per variant per round")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--data", choices=("auto", "synthetic"), default="auto")
+    p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--out", default=None, help="CSV to append to (default bench/results/)")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value")
+    a = p.parse_args(argv)
+    sets = list(a.overrides) + ([f"train.batch_size={a.batch_size}"] if a.batch_size else [])
+    cfg = load_config(a.config, sets)
+    tc = cfg.train
+    device = pick_device(tc.device)
+    wanted = [v for v in a.variants.split(",") if v]
+    unknown = set(wanted) - set(VARIANTS)
+    if unknown:
+        p.error(f"unknown variant(s) {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+    if "eager-bf16-cl" in wanted and not native_bf16(device):
+        print("skipping eager-bf16-cl: no native bf16 on this device", file=sys.stderr)
+        wanted.remove("eager-bf16-cl")
+
+    torch.manual_seed(tc.seed)
+    next_batch, data_note = batches(cfg, device, a.data)
+    pool = [next_batch() for _ in range(4)]
+    base = ArcDAE(cfg).to(device)
+    flops = count_flops(
+        base,
+        pool[0],
+        base.draw_inputs(pool[0], torch.Generator(device=device).manual_seed(0)),
+        "fp32",
+    )
+    steps = {name: make_variant(name, cfg, base, device) for name in wanted}
+
+    def run(name: str, i: int) -> None:
+        fn, _, cl = steps[name]
+        x0 = pool[i % len(pool)]
+        x0 = x0.contiguous(memory_format=torch.channels_last) if cl else x0.contiguous()
+        seed = step_seed(tc.seed, i)
+        torch.manual_seed(seed)
+        fn(x0, fn.model.draw_inputs(x0, torch.Generator(device=device).manual_seed(seed)), i)
+
+    warm = {}
+    for name in wanted:
+        t0 = time.perf_counter()
+        for i in range(a.warmup):
+            run(name, i)
+        sync(device)
+        warm[name] = time.perf_counter() - t0
+        print(f"{name}: warm-up {a.warmup} steps in {warm[name]:.1f} s", file=sys.stderr)
+
+    times: dict[str, list[float]] = {n: [] for n in wanted}
+    i = a.warmup
+    for _ in range(a.rounds):
+        for name in wanted:
+            for _ in range(a.steps):
+                t0 = time.perf_counter()
+                run(name, i)
+                sync(device)
+                times[name].append((time.perf_counter() - t0) * 1e3)
+                i += 1
+    mem = {n: None if a.no_memory else peak_bytes(lambda n=n: run(n, i), device) for n in wanted}
+
+    shape = f"{Path(a.config).stem} B{tc.batch_size} {cfg.data.resolution}px"
+    base_ips = None
+    rows = []
+    for name in wanted:
+        ms = statistics.median(times[name])
+        ips = tc.batch_size / (ms / 1e3)
+        base_ips = base_ips or (ips if name == "reference-fp32" else None)
+        prec = steps[name][1]
+        tflops = flops / (ms / 1e3) / 1e12
+        peak = known_peak(device, prec == "bf16")
+        note = f"{tflops:.3f} TFLOP/s achieved"
+        note += f", MFU {100 * tflops / peak:.1f}%" if peak else ""
+        note += f"; warm-up {warm[name]:.0f} s; {len(times[name])} steps; data: {data_note}"
+        if base_ips and name != "reference-fp32":
+            note = f"{ips / base_ips:.2f}x reference-fp32; " + note
+        rows.append(Row("step", name, "step", shape, prec, ms, "img/s", ips, None, mem[name], note))
+    report(rows, device, a.out, "step")
+    print(f"FLOPs/step (eager count): {flops:.4g}")
+    ref = next((r for r in rows if r.provider == "reference-fp32"), None)
+    for r in rows:
+        if ref and r is not ref:
+            others = ", ".join(
+                f"{r.value / o.value:.2f}x {o.provider}" for o in rows if o is not r and o.value
+            )
+            print(f"{r.provider}: {r.value:.1f} img/s = {others}")
+
+
+if __name__ == "__main__":
+    main()

@@ -136,9 +136,11 @@ class FastStep(ReferenceStep):
     loss term in one graph (AOTAutograd compiles the backward too); the ops on backend "auto"
     (Triton / CUDA / C++ kernels where they are faster). Then the shared update: foreach
     gradient clipping, fused (CUDA) / foreach AdamW, the teacher and evaluation EMAs as foreach
-    lerps. Model and images in channels_last (the convolutions' native layout on oneDNN and
-    cuDNN). The random inputs are drawn outside the graph (StepInputs), so both steps compute
-    the same function of the same numbers.
+    lerps. On CUDA the model and images are channels_last (cuDNN's native convolution layout
+    for tensor cores); on CPU they stay contiguous (measured: channels_last made the
+    compiled quickstart step ~10% slower with oneDNN, bench/bench_step.py). The random inputs
+    are drawn outside the graph (StepInputs), so both steps compute the same function of the
+    same numbers.
 
     compile_mode: "default", "reduce-overhead" (CUDA graphs; static shapes) or "max-autotune".
     No graph breaks: fullgraph=True raises on any. The Jacobian term needs the "fd" estimator
@@ -175,7 +177,9 @@ class FastStep(ReferenceStep):
                 "through GroupNorm does not compile); use train.step=reference "
                 "for jvp"
             )
-        model.to(memory_format=torch.channels_last)  # oneDNN / cuDNN convolutions' native layout
+        self.channels_last = next(model.parameters()).is_cuda
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
         self.cuda_graphs = compile_mode == "reduce-overhead"
         self.compiled = torch.compile(
             model,
@@ -187,9 +191,8 @@ class FastStep(ReferenceStep):
     def forward(self, x0: torch.Tensor, inputs: StepInputs, step: int) -> dict[str, torch.Tensor]:
         if self.cuda_graphs:  # a new iteration: the previous replay's outputs are dead
             torch.compiler.cudagraph_mark_step_begin()
-        return self.compiled(
-            x0.contiguous(memory_format=torch.channels_last), inputs, self.model.jac_due(step)
-        )
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        return self.compiled(x0.contiguous(memory_format=fmt), inputs, self.model.jac_due(step))
 
 
 def build_step(

@@ -1,9 +1,10 @@
-"""Benchmark the training step: the eager reference in fp32, the eager step in bf16 autocast +
-channels_last (where the device computes bf16 natively: CUDA, or a CPU with AMX /
-AVX512-BF16), and the fast (compiled) step, on the same config, batch, weights and inputs.
+"""Benchmark the training step on the same config, batch, weights and inputs: the eager
+reference in fp32 (reference-fp32); the eager step in bf16 autocast, contiguous (eager-bf16)
+and channels_last (eager-bf16-cl), where the device computes bf16 natively (CUDA, or a CPU
+with AMX / AVX512-BF16); and the fast (compiled) step as the trainer runs it (fast).
 
     python bench/bench_step.py [--config quickstart.yaml] [--batch-size B] [--rounds 5]
-        [--steps 4] [--variants reference-fp32,eager-bf16-cl,fast] [--out CSV]
+        [--steps 4] [--variants reference-fp32,eager-bf16,eager-bf16-cl,fast] [--out CSV]
 Each variant gets its own copy of the same initial weights. After warm-up (compilation
 excluded), the variants run interleaved, --steps steps each per round, so that machine noise
 falls on all of them alike; img/s is the batch over the median step time. Data loading is
@@ -40,7 +41,7 @@ from arcdae_fast.step import (  # noqa: E402
 )
 from arcdae_fast.train import pick_device, step_seed  # noqa: E402
 
-VARIANTS = ("reference-fp32", "eager-bf16-cl", "fast")
+VARIANTS = ("reference-fp32", "eager-bf16", "eager-bf16-cl", "fast")
 
 
 def make_variant(name: str, cfg, base: ArcDAE, device: torch.device):
@@ -52,13 +53,15 @@ def make_variant(name: str, cfg, base: ArcDAE, device: torch.device):
     kw = dict(grad_clip=tc.grad_clip, ema_decay=tc.ema_decay)
     if name == "reference-fp32":
         return ReferenceStep(model, ema, opt, sched, precision="fp32", **kw), "fp32", False
-    if name == "eager-bf16-cl":
-        model.to(memory_format=torch.channels_last)
-        return ReferenceStep(model, ema, opt, sched, precision="bf16", **kw), "bf16", True
+    if name.startswith("eager-bf16"):
+        cl = name.endswith("-cl")
+        if cl:
+            model.to(memory_format=torch.channels_last)
+        return ReferenceStep(model, ema, opt, sched, precision="bf16", **kw), "bf16", cl
     step = FastStep(
         model, ema, opt, sched, precision=tc.precision, compile_mode=tc.compile_mode, **kw
     )
-    return step, ("bf16" if uses_bf16(device, tc.precision) else "fp32"), True
+    return step, ("bf16" if uses_bf16(device, tc.precision) else "fp32"), step.channels_last
 
 
 def main(argv=None) -> None:
@@ -84,9 +87,10 @@ def main(argv=None) -> None:
     unknown = set(wanted) - set(VARIANTS)
     if unknown:
         p.error(f"unknown variant(s) {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
-    if "eager-bf16-cl" in wanted and not native_bf16(device):
-        print("skipping eager-bf16-cl: no native bf16 on this device", file=sys.stderr)
-        wanted.remove("eager-bf16-cl")
+    for name in ("eager-bf16", "eager-bf16-cl"):
+        if name in wanted and not native_bf16(device):
+            print(f"skipping {name}: no native bf16 on this device", file=sys.stderr)
+            wanted.remove(name)
 
     torch.manual_seed(tc.seed)
     next_batch, data_note = batches(cfg, device, a.data)

@@ -72,6 +72,19 @@ def test_low_precision_inputs_compute_in_float32():
     torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["reference", "auto"])
+def test_float32_inside_autocast(backend):
+    """A loss called inside a bf16 autocast region (the training step) still computes in
+    float32: autocast must not turn the logit matmul into a bf16 one."""
+    q, k = torch.randn(33, 16), torch.randn(33, 16)
+    w = torch.rand(33)
+    want = snr_weighted_infonce(q.bfloat16(), k.bfloat16(), w, backend=backend)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = snr_weighted_infonce(q.bfloat16(), k.bfloat16(), w, backend=backend)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
 def test_single_row_and_noncontiguous():
     q, k = torch.randn(1, 5), torch.randn(1, 5)
     assert float(snr_weighted_infonce(q, k)) == pytest.approx(0.0, abs=1e-6)

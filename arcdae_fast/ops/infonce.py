@@ -86,7 +86,13 @@ def snr_weighted_infonce_reference(
     symmetric: bool,
     reduction: str,
 ) -> torch.Tensor:
-    """Eager ground truth: materializes the N x N logits."""
+    """Eager ground truth: materializes the N x N logits. Always in float32 (float64 for
+    float64 inputs), also inside an autocast region, as the fast backends compute it."""
+    with torch.autocast(query.device.type, enabled=False):
+        return _reference(query, key, weight, temperature, normalize, symmetric, reduction)
+
+
+def _reference(query, key, weight, temperature, normalize, symmetric, reduction):
     ct = compute_dtype(query.dtype)
     q, k = query.to(ct), key.to(ct)
     if normalize:

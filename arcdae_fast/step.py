@@ -7,6 +7,7 @@ makes the one a config asks for. The phases are torch.profiler ranges (arcdae_fa
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 from torch import nn
@@ -49,14 +50,17 @@ def native_bf16(device: torch.device) -> bool:
     than fp32)."""
     if device.type == "cuda":
         return True
-    if device.type != "cpu":
-        return False
+    return device.type == "cpu" and bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (read once per process)."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = next((ln for ln in f if ln.startswith("flags")), "").split()
+            return frozenset(next((ln for ln in f if ln.startswith("flags")), "").split())
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return frozenset()
 
 
 def uses_bf16(device: torch.device, precision: str) -> bool:
@@ -88,12 +92,16 @@ class ReferenceStep:
         dist: distributed.Dist | None = None,
     ):
         self.model, self.ema, self.opt, self.sched = model, ema, optimizer, scheduler
-        self.grad_clip, self.ema_decay, self.precision = grad_clip, ema_decay, precision
-        self.dist = dist
+        self.grad_clip, self.ema_decay, self.dist = grad_clip, ema_decay, dist
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
+        self.device = next(model.parameters()).device
+        self.bf16 = uses_bf16(self.device, precision)  # decided once, outside any graph
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def forward(self, x0: torch.Tensor, inputs: StepInputs, step: int) -> dict[str, torch.Tensor]:
-        with autocast_for(x0.device, self.precision):
+        with self.autocast():
             return self.model(x0, inputs, self.model.jac_due(step))
 
     def __call__(self, x0: torch.Tensor, inputs: StepInputs, step: int) -> dict[str, torch.Tensor]:
@@ -155,22 +163,11 @@ class FastStep(ReferenceStep):
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         *,
-        grad_clip: float,
-        ema_decay: float,
-        precision: str = "fp32",
         compile_mode: str = "default",
-        dist: distributed.Dist | None = None,
+        **kw: object,
     ):
-        super().__init__(
-            model,
-            ema,
-            optimizer,
-            scheduler,
-            grad_clip=grad_clip,
-            ema_decay=ema_decay,
-            precision=precision,
-            dist=dist,
-        )
+        """compile_mode as below; the other keywords are ReferenceStep's."""
+        super().__init__(model, ema, optimizer, scheduler, **kw)
         o = model.cfg.objective
         if o.lambda_jac > 0 and o.jac_estimator != "fd":
             raise ValueError(
@@ -178,19 +175,17 @@ class FastStep(ReferenceStep):
                 "through GroupNorm does not compile); use train.step=reference "
                 "for jvp"
             )
-        self.channels_last = next(model.parameters()).is_cuda
+        self.channels_last = self.device.type == "cuda"
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         self.cuda_graphs = compile_mode == "reduce-overhead"
+
         # autocast is entered inside the compiled function: compiled under an autocast
         # entered outside, the backward is traced under it too, so the backward of a region
         # that disables autocast (the fd Jacobian's float32 encoder call) ran in bf16 and
         # its gradients were wrong (measured: 7x relative error on the holistic head)
-        device = next(model.parameters()).device
-        bf16 = uses_bf16(device, precision)  # decided here: the graph cannot read /proc
-
         def run(x0: torch.Tensor, inputs: StepInputs, jac: bool) -> dict[str, torch.Tensor]:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            with self.autocast():
                 return model(x0, inputs, jac)
 
         self.compiled = torch.compile(

@@ -1,7 +1,15 @@
 """Typed, validated configuration: YAML presets + `key=value` overrides -> `Config`.
 
+Sections (each a dataclass; a field whose type is a dataclass is a nested section):
+`data`, `model` (`model.denoiser.*`, `model.encoder.*`), `diffusion`, `method` (the
+registered method named by `method.name`, with that method's own keys), `ops`, `train`.
 Unknown keys and bad values raise `ConfigError` naming the key, what is valid and what was
-given. `objective.preset` (arcdae | diffae) fills every objective key the user did not set.
+given. A section (or a method's config) with a `check(cfg)` method validates constraints that
+span sections after everything is built.
+
+Keys of the pre-methods layout (`objective.*`, flat `model.*`) are accepted as documented
+aliases of their new names (`ALIASES`); the resolved config is always written in the new
+layout, and `Config.notes` says what was renamed.
 """
 
 from __future__ import annotations
@@ -21,7 +29,8 @@ class ConfigError(ValueError):
     """A configuration problem, reported to the user without a traceback."""
 
 
-def _f(
+# A config key: its default and how it is checked; `doc` shows in --help listings.
+def option(
     default: Any, *, choices: tuple | None = None, min: float | None = None, doc: str = ""
 ) -> Any:
     meta = {"choices": choices, "min": min, "doc": doc}
@@ -30,170 +39,199 @@ def _f(
     return field(default=default, metadata=meta)
 
 
+def _section(cls: type, doc: str = "") -> Any:
+    return field(default_factory=cls, metadata={"doc": doc})
+
+
 @dataclass
 class DataConfig:
-    dataset: str = _f(
+    dataset: str = option(
         "synthetic",
-        choices=("synthetic", "folder", "ffhq", "celeba"),
-        doc="synthetic: the bundled generator; folder: any image tree",
+        choices=("synthetic", "folder", "ffhq", "celeba", "prepared"),
+        doc="synthetic: the bundled generator; folder: any image tree; prepared: the output "
+        "of python -m arcdae_fast.data.prepare",
     )
-    root: str | None = _f(None, doc="dataset folder (synthetic: generated there if missing)")
-    resolution: int = _f(64, min=8, doc="training resolution (square)")
-    loader: str = _f(
+    root: str | None = option(None, doc="dataset folder (synthetic: generated there if missing)")
+    resolution: int = option(64, min=8, doc="training resolution (square)")
+    loader: str = option(
         "auto",
         choices=("auto", "dali", "torch"),
         doc="input pipeline; auto: DALI when importable, else the torch DataLoader",
     )
-    num_workers: int = _f(2, min=0, doc="DataLoader workers / DALI threads")
-    prefetch: int = _f(2, min=1, doc="batches prepared ahead (DALI prefetch queue depth)")
-    channels_last: bool = _f(False, doc="deliver NCHW images in channels_last memory")
-    dali_output: str = _f(
+    num_workers: int = option(2, min=0, doc="DataLoader workers / DALI threads")
+    prefetch: int = option(2, min=1, doc="batches prepared ahead (DALI prefetch queue depth)")
+    channels_last: bool = option(False, doc="deliver NCHW images in channels_last memory")
+    dali_output: str = option(
         "float",
         choices=("float", "uint8"),
         doc="DALI's output: float in [-1, 1], or uint8 converted on device",
     )
-    flip: bool = _f(True, doc="random horizontal flip")
-    synthetic_count: int = _f(2048, min=16, doc="images the bundled generator writes")
-    synthetic_size: int = _f(64, min=16, doc="side of the generated images")
-    celeba_crop: bool = _f(True, doc="CelebA: DiffAE's 128px centre crop before resizing")
-    split: str = _f(
+    flip: bool = option(True, doc="random horizontal flip")
+    synthetic_count: int = option(2048, min=16, doc="images the bundled generator writes")
+    synthetic_size: int = option(64, min=16, doc="side of the generated images")
+    celeba_crop: bool = option(True, doc="CelebA: DiffAE's 128px centre crop before resizing")
+    split: str = option(
         "train",
         choices=("train", "valid", "test", "all"),
         doc="split when the dataset has a partition file",
     )
 
 
+def _check_levels(key: str, mult: tuple[int, ...], resolution: int) -> None:
+    if not mult or any(x < 1 for x in mult):
+        raise ConfigError(f"config: {key} must be a non-empty list of ints >= 1, got {list(mult)}")
+    if resolution % 2 ** (len(mult) - 1):
+        raise ConfigError(
+            f"config: data.resolution={resolution} must be divisible by "
+            f"2**(len({key}) - 1) = {2 ** (len(mult) - 1)}"
+        )
+
+
+@dataclass
+class DenoiserConfig:
+    """The ADM U-Net denoiser (arcdae_fast/models/unet.py)."""
+
+    base_channels: int = option(128, min=1)
+    channel_mult: tuple[int, ...] = option((1, 1, 2, 3, 4))
+    num_res_blocks: int = option(2, min=1)
+    attn_resolutions: tuple[int, ...] = option((16,))
+    dropout: float = option(0.1, min=0.0)
+    head_channels: int = option(64, min=1, doc="channels per attention head")
+    max_groups: int = option(32, min=1, doc="GroupNorm groups (the largest divisor <= this)")
+
+    def check(self, cfg: Config) -> None:
+        _check_levels("model.denoiser.channel_mult", self.channel_mult, cfg.data.resolution)
+
+
+@dataclass
+class EncoderConfig:
+    """The semantic encoder: the downsampling half of an ADM U-Net (models/encoder.py)."""
+
+    base_channels: int = option(128, min=1)
+    channel_mult: tuple[int, ...] = option((1, 1, 2, 3, 4, 4))
+    num_res_blocks: int = option(2, min=1)
+    attn_resolutions: tuple[int, ...] = option((16,))
+    z_dim: int = option(512, min=1, doc="width of the holistic code z")
+    head_channels: int = option(64, min=1, doc="channels per attention head")
+    max_groups: int = option(32, min=1, doc="GroupNorm groups (the largest divisor <= this)")
+
+    def check(self, cfg: Config) -> None:
+        _check_levels("model.encoder.channel_mult", self.channel_mult, cfg.data.resolution)
+
+
 @dataclass
 class ModelConfig:
-    base_channels: int = _f(128, min=1)
-    channel_mult: tuple[int, ...] = _f((1, 1, 2, 3, 4))
-    num_res_blocks: int = _f(2, min=1)
-    attn_resolutions: tuple[int, ...] = _f((16,))
-    dropout: float = _f(0.1, min=0.0)
-    head_channels: int = _f(64, min=1)
-    max_groups: int = _f(32, min=1)
-    enc_base_channels: int = _f(128, min=1)
-    enc_channel_mult: tuple[int, ...] = _f((1, 1, 2, 3, 4, 4))
-    enc_num_res_blocks: int = _f(2, min=1)
-    enc_attn_resolutions: tuple[int, ...] = _f((16,))
-    z_dim: int = _f(512, min=1)
-    num_parts: int = _f(8, min=0)
-    part_key_dim: int = _f(64, min=1)
-    part_dim: int = _f(128, min=1)
-    fused_adagn: bool = _f(
-        True,
-        doc="U-Net AdaGN through objective.backend (the fused C++/CUDA "
-        "op when available); false: the eager reference composition",
-    )
+    denoiser: DenoiserConfig = _section(DenoiserConfig)
+    encoder: EncoderConfig = _section(EncoderConfig)
 
 
 @dataclass
 class DiffusionConfig:
-    schedule: str = _f("linear", choices=("linear", "cosine"))
-    T: int = _f(1000, min=2)
-    parameterization: str = _f("eps", choices=("eps", "v", "x0"))
+    schedule: str = option("linear", choices=("linear", "cosine"))
+    T: int = option(1000, min=2)
+    parameterization: str = option("eps", choices=("eps", "v", "x0"))
 
 
 @dataclass
-class ObjectiveConfig:
-    preset: str = _f("arcdae", choices=("arcdae", "diffae"))
-    lambda_align: float = _f(1.0, min=0.0)
-    lambda_jac: float = _f(0.1, min=0.0)
-    tau_nce: float = _f(0.1, min=1e-6)
-    tau_snr: float = _f(1.0, min=1e-6)
-    gamma_max: float = _f(1.0, min=0.0)
-    gamma_p: float = _f(1.0, min=1e-6)
-    teacher: bool = _f(True, doc="keep an EMA teacher encoder")
-    teacher_momentum: float = _f(0.999, min=0.0)
-    cond: str = _f(
-        "student",
-        choices=("student", "teacher", "clean"),
-        doc="code the denoiser is conditioned on",
-    )
-    share_noise: bool = _f(False, doc="student input uses the denoiser's noise draw")
-    symmetric: bool = _f(False, doc="symmetric InfoNCE")
-    jac_estimator: str = _f("fd", choices=("fd", "jvp"))
-    jac_probes: int = _f(1, min=1)
-    jac_every: int = _f(1, min=1, doc="lazy Jacobian term: every k steps, scaled by k")
-    fd_eps: float = _f(1e-3, min=1e-12)
-    jac_fp32: bool = _f(
-        True,
-        doc="run the fd Jacobian's encoder call in float32 under "
-        "autocast (1e-3 is below bf16 resolution)",
-    )
-    backend: str = _f("auto", doc="backend of the fused ops (auto, reference, ...)")
-    gather_negatives: bool = _f(
-        True,
-        doc="multi-process (torchrun): InfoNCE over the global batch, negatives gathered from "
-        "every rank; false: each rank's own batch",
-    )
+class MethodConfig:
+    """Base of every method's config section (`method.*`); `name` picks the method from
+    the registry (arcdae_fast/methods). Subclasses add their own typed keys."""
+
+    name: str = option("arcdae", doc="the training method (python -m arcdae_fast.info lists them)")
+
+    def check(self, cfg: Config) -> None:
+        """Constraints that involve other sections; raise ConfigError."""
 
 
-OBJECTIVE_PRESETS: dict[str, dict[str, Any]] = {
-    "arcdae": {},
-    "diffae": {
-        "lambda_align": 0.0,
-        "lambda_jac": 0.0,
-        "gamma_max": 0.0,
-        "teacher": False,
-        "cond": "clean",
-    },
-}
+@dataclass
+class OpsConfig:
+    backend: str = option(
+        "auto",
+        doc="op backends for the whole process: auto, one backend for every op "
+        "(reference, cpp, triton, cuda), or per op: 'infonce=triton,adagn=reference'; "
+        "the ARCDAE_FAST_BACKEND environment variable applies where this is auto",
+    )
+
+    def check(self, cfg: Config) -> None:
+        from .ops import _backends
+
+        try:
+            _backends.parse_spec(self.backend, "ops.backend")
+        except ValueError as e:
+            raise ConfigError(f"config: {e}") from None
 
 
 @dataclass
 class TrainConfig:
-    batch_size: int = _f(
+    batch_size: int = option(
         32, min=1, doc="global batch; with torchrun each of N ranks takes batch_size / N"
     )
-    lr: float = _f(1e-4, min=0.0)
-    warmup_steps: int = _f(0, min=0)
-    max_steps: int = _f(1000, min=1)
-    grad_clip: float = _f(1.0, min=0.0, doc="0 disables clipping")
-    weight_decay: float = _f(0.0, min=0.0)
-    adam_betas: tuple[float, ...] = _f((0.9, 0.999))
-    ema_decay: float = _f(0.9999, min=0.0, doc="evaluation EMA; warm-up min(d, (1+t)/(10+t))")
-    seed: int = _f(0, min=0)
-    log_every: int = _f(10, min=1)
-    ckpt_every: int = _f(500, min=1)
-    keep_checkpoints: int = _f(3, min=1)
-    sample_every: int = _f(1000, min=0, doc="PNG grid of reconstructions; 0 disables")
-    sample_steps: int = _f(20, min=1, doc="DDIM steps for the grids")
-    device: str = _f("auto", choices=("auto", "cpu", "cuda"))
-    precision: str = _f(
+    lr: float = option(1e-4, min=0.0)
+    warmup_steps: int = option(0, min=0)
+    max_steps: int = option(1000, min=1)
+    grad_clip: float = option(1.0, min=0.0, doc="0 disables clipping")
+    weight_decay: float = option(0.0, min=0.0)
+    adam_betas: tuple[float, ...] = option((0.9, 0.999))
+    ema_decay: float = option(0.9999, min=0.0, doc="evaluation EMA; warm-up min(d, (1+t)/(10+t))")
+    seed: int = option(0, min=0)
+    log_every: int = option(10, min=1)
+    ckpt_every: int = option(500, min=1)
+    keep_checkpoints: int = option(3, min=1)
+    sample_every: int = option(1000, min=0, doc="PNG grid of reconstructions; 0 disables")
+    sample_steps: int = option(20, min=1, doc="DDIM steps for the grids")
+    device: str = option("auto", choices=("auto", "cpu", "cuda"))
+    precision: str = option(
         "auto",
         choices=("auto", "fp32", "bf16"),
         doc="auto: bf16 autocast where the device computes bf16 natively "
         "(CUDA; CPUs with AVX512-BF16/AMX), else fp32",
     )
-    step: str = _f(
-        "fast",
-        choices=("reference", "fast"),
-        doc="fast: the compiled step (arcdae_fast/step.py); reference: eager",
+    step: str = option(
+        "auto",
+        choices=("auto", "reference", "fast"),
+        doc="fast: the compiled step (arcdae_fast/step.py); reference: eager; auto: fast "
+        "where it was measured to win (CUDA; CPUs with native bf16), else reference",
     )
-    compile_mode: str = _f(
+    compile_mode: str = option(
         "default",
         choices=("default", "reduce-overhead", "max-autotune"),
         doc="torch.compile mode of the fast step (reduce-overhead: CUDA graphs)",
     )
-    num_threads: int = _f(0, min=0, doc="torch intra-op threads; 0 keeps torch's default")
+    num_threads: int = option(0, min=0, doc="torch intra-op threads; 0 keeps torch's default")
+
+    def check(self, cfg: Config) -> None:
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise ConfigError(
+                f"config: train.adam_betas must be two numbers in [0, 1), got "
+                f"{list(self.adam_betas)}"
+            )
+        if not self.ema_decay <= 1:
+            raise ConfigError("config: train.ema_decay must be in [0, 1]")
 
 
 @dataclass
 class Config:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = _section(DataConfig)
+    model: ModelConfig = _section(ModelConfig)
+    diffusion: DiffusionConfig = _section(DiffusionConfig)
+    method: MethodConfig = _section(MethodConfig)
+    ops: OpsConfig = _section(OpsConfig)
+    train: TrainConfig = _section(TrainConfig)
+    # what the alias translation renamed (not part of the configuration)
+    notes: list[str] = field(default_factory=list, compare=False, repr=False)
 
-    def to_dict(self) -> dict[str, dict[str, Any]]:
-        out = dataclasses.asdict(self)
-        for sec in out.values():
-            for k, v in sec.items():
-                if isinstance(v, tuple):
-                    sec[k] = list(v)
-        return out
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in _fields(type(self))}
+
+
+def _fields(cls: type) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(cls) if f.name != "notes"]
+
+
+def _plain(v: Any) -> Any:
+    if dataclasses.is_dataclass(v):
+        return {f.name: _plain(getattr(v, f.name)) for f in _fields(type(v))}
+    return list(v) if isinstance(v, tuple) else v
 
 
 # Keys that may differ when a run resumes from its checkpoints.
@@ -207,12 +245,104 @@ RESUME_MUTABLE = {
     "train.num_threads",
     "train.step",  # the fast and reference steps compute the same function
     "train.compile_mode",
+    "ops.backend",  # every backend computes the same function (tests/test_<op>.py)
     "data.root",
     "data.num_workers",
     "data.loader",
 }
 
+# ---- aliases: the pre-methods layout -> the new keys ---------------------------------------
+ALIASES: dict[str, tuple[str, ...]] = {
+    "objective.preset": ("method.name",),
+    "objective.backend": ("ops.backend",),
+    "model.base_channels": ("model.denoiser.base_channels",),
+    "model.channel_mult": ("model.denoiser.channel_mult",),
+    "model.num_res_blocks": ("model.denoiser.num_res_blocks",),
+    "model.attn_resolutions": ("model.denoiser.attn_resolutions",),
+    "model.dropout": ("model.denoiser.dropout",),
+    "model.head_channels": ("model.denoiser.head_channels", "model.encoder.head_channels"),
+    "model.max_groups": ("model.denoiser.max_groups", "model.encoder.max_groups"),
+    "model.enc_base_channels": ("model.encoder.base_channels",),
+    "model.enc_channel_mult": ("model.encoder.channel_mult",),
+    "model.enc_num_res_blocks": ("model.encoder.num_res_blocks",),
+    "model.enc_attn_resolutions": ("model.encoder.attn_resolutions",),
+    "model.z_dim": ("model.encoder.z_dim",),
+    "model.num_parts": ("method.num_parts",),
+    "model.part_key_dim": ("method.part_key_dim",),
+    "model.part_dim": ("method.part_dim",),
+}
+ALIAS_PREFIXES = {"objective.": "method."}  # every other objective.* key is a method key
+REMOVED = {
+    "model.fused_adagn": "the U-Net always calls the adagn op; for the unfused eager "
+    "composition set ops.backend=adagn=reference",
+}
 
+
+def new_keys(key: str) -> tuple[str, ...]:
+    """The key(s) an old dotted key stands for now (the key itself when it is not old)."""
+    if key in ALIASES:
+        return ALIASES[key]
+    for old, new in ALIAS_PREFIXES.items():
+        if key.startswith(old):
+            return (new + key[len(old) :],)
+    return (key,)
+
+
+def _flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _set(raw: dict[str, Any], key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    node = raw
+    for i, p in enumerate(parents):
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"config: '{'.'.join(parents[: i + 1])}' must be a mapping")
+    node[last] = value
+
+
+def translate(raw: dict[str, Any], notes: list[str] | None = None) -> dict[str, Any]:
+    """raw config in any layout -> the new layout (a new dict); old keys are noted."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: the top level must be a mapping of sections, got {raw!r}")
+    for name, v in raw.items():
+        if not isinstance(v, dict) and v is not None:
+            raise ConfigError(f"config: section '{name}' must be a mapping, got {v!r}")
+    flat = _flatten({k: v for k, v in raw.items() if v is not None})
+    out: dict[str, Any] = {k: {} for k, v in raw.items() if v is not None and k != "objective"}
+    moved: dict[str, str] = {}
+    for key, value in flat.items():
+        if key in REMOVED:
+            if value is True:  # the old default: nothing to do
+                continue
+            raise ConfigError(f"config: {key} was removed; {REMOVED[key]}")
+        for new in new_keys(key):
+            if new != key:
+                if notes is not None:
+                    notes.append(f"{key} -> {new}")
+                if new in flat and flat[new] != value:
+                    raise ConfigError(
+                        f"config: {key} (old name of {new}) and {new} are both set, to "
+                        f"{value!r} and {flat[new]!r}; keep only {new}"
+                    )
+                if moved.get(new, value) != value:
+                    raise ConfigError(
+                        f"config: {key} and {moved[new]} both set {new}, to different values"
+                    )
+                moved[new] = key
+            _set(out, new, value)
+    return out
+
+
+# ---- building and validating ----------------------------------------------------------------
 def _type_name(tp: Any) -> str:
     return {int: "int", float: "float", bool: "bool (true/false)", str: "str"}.get(
         tp, str(tp).replace("typing.", "")
@@ -255,91 +385,90 @@ def _convert(key: str, value: Any, tp: Any, meta: dict) -> Any:
     return value
 
 
-def _build_section(name: str, cls: type, raw: Any) -> Any:
+def build_section(name: str, cls: type, raw: Any) -> Any:
+    """A dataclass instance from a mapping, nested sections included; `name` is its dotted
+    key (for messages)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"config: section '{name}' must be a mapping, got {raw!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in _fields(cls)}
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise ConfigError(
             f"config: unknown key '{name}.{unknown[0]}'; valid keys in '{name}': "
-            f"{', '.join(fields)}"
+            f"{', '.join(fields)}{_other_method_hint(name, unknown[0], cls)}"
         )
-    kwargs = {
-        k: _convert(f"{name}.{k}", v, hints[k], dict(fields[k].metadata)) for k, v in raw.items()
-    }
+    kwargs = {}
+    for k, v in raw.items():
+        key = f"{name}.{k}"
+        if dataclasses.is_dataclass(hints[k]):
+            kwargs[k] = build_section(key, hints[k], v)
+        else:
+            kwargs[k] = _convert(key, v, hints[k], dict(fields[k].metadata))
     return cls(**kwargs)
 
 
-_SECTION_CLASSES = {
-    "data": DataConfig,
-    "model": ModelConfig,
-    "diffusion": DiffusionConfig,
-    "objective": ObjectiveConfig,
-    "train": TrainConfig,
-}
+def _other_method_hint(section: str, key: str, cls: type) -> str:
+    """For method keys: which registered methods have the unknown key."""
+    if section != "method":
+        return ""
+    from .methods import registry
+
+    owners = [
+        n for n in registry.names() if key in {f.name for f in _fields(registry.get(n).Config)}
+    ]
+    return f" (method.{key} is a key of {', '.join(owners)})" if owners else ""
 
 
-def from_dict(raw: dict[str, Any]) -> Config:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config: the top level must be a mapping of sections, got {raw!r}")
-    unknown = sorted(set(raw) - set(_SECTION_CLASSES))
+def _method_class(name: Any) -> type:
+    from .methods import registry
+
+    if not isinstance(name, str):
+        raise ConfigError(f"config: method.name must be of type str, got {name!r}")
+    try:
+        return registry.get(name)
+    except KeyError:
+        raise ConfigError(
+            f"config: method.name must be one of {registry.names()}, got {name!r}"
+        ) from None
+
+
+def _checks(obj: Any, cfg: Config) -> None:
+    for f in _fields(type(obj)):
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            _checks(v, cfg)
+    if hasattr(obj, "check") and obj is not cfg:
+        obj.check(cfg)
+
+
+def from_dict(raw: dict[str, Any], notes: list[str] | None = None) -> Config:
+    """A validated Config from a raw mapping in any layout; `notes`: renames already noted."""
+    notes = list(notes or [])
+    raw = translate(raw, notes)
+    sections = [f.name for f in _fields(Config)]
+    unknown = sorted(set(raw) - set(sections))
     if unknown:
         raise ConfigError(
-            f"config: unknown section '{unknown[0]}'; valid sections: {', '.join(_SECTION_CLASSES)}"
+            f"config: unknown section '{unknown[0]}'; valid sections: {', '.join(sections)}"
         )
-    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
-    obj = raw.setdefault("objective", {})
-    if isinstance(obj, dict):
-        preset = obj.get("preset", "arcdae")
-        if preset in OBJECTIVE_PRESETS:
-            for k, v in OBJECTIVE_PRESETS[preset].items():
-                obj.setdefault(k, v)
-    cfg = Config(**{n: _build_section(n, c, raw.get(n)) for n, c in _SECTION_CLASSES.items()})
-    _cross_check(cfg)
+    method = dict(raw.get("method") or {})
+    method_cls = _method_class(method.setdefault("name", MethodConfig.name))
+    hints = typing.get_type_hints(Config)
+    built = {
+        n: build_section(n, method_cls.Config if n == "method" else hints[n], raw.get(n))
+        for n in sections
+        if n != "method"
+    }
+    cfg = Config(**built, method=build_section("method", method_cls.Config, method))
+    renamed = sorted({n for n in notes if " -> " in n})
+    cfg.notes = ["config: " + n for n in notes if " -> " not in n]
+    if renamed:
+        cfg.notes.append("config: old key names (still accepted): " + ", ".join(renamed))
+    _checks(cfg, cfg)
     return cfg
-
-
-def _cross_check(cfg: Config) -> None:
-    r, m = cfg.data.resolution, cfg.model
-    for key, mult in (
-        ("model.channel_mult", m.channel_mult),
-        ("model.enc_channel_mult", m.enc_channel_mult),
-    ):
-        if not mult or any(x < 1 for x in mult):
-            raise ConfigError(
-                f"config: {key} must be a non-empty list of ints >= 1, got {list(mult)}"
-            )
-        if r % 2 ** (len(mult) - 1):
-            raise ConfigError(
-                f"config: data.resolution={r} must be divisible by "
-                f"2**(len({key}) - 1) = {2 ** (len(mult) - 1)}"
-            )
-    if len(cfg.train.adam_betas) != 2 or not all(0 <= b < 1 for b in cfg.train.adam_betas):
-        raise ConfigError(
-            f"config: train.adam_betas must be two numbers in [0, 1), got "
-            f"{list(cfg.train.adam_betas)}"
-        )
-    for key in ("objective.teacher_momentum", "train.ema_decay"):
-        sec, name = key.split(".")
-        if not getattr(getattr(cfg, sec), name) <= 1:
-            raise ConfigError(f"config: {key} must be in [0, 1]")
-    if cfg.objective.cond == "teacher" and not cfg.objective.teacher:
-        raise ConfigError("config: objective.cond='teacher' needs objective.teacher=true")
-    if cfg.objective.lambda_align > 0 and not cfg.objective.teacher:
-        raise ConfigError(
-            "config: objective.lambda_align > 0 needs objective.teacher=true "
-            "(the alignment target is the teacher's code)"
-        )
-    o = cfg.objective
-    if cfg.train.step == "fast" and o.lambda_jac > 0 and o.jac_estimator != "fd":
-        raise ConfigError(
-            "config: train.step=fast needs objective.jac_estimator=fd (forward-mode AD "
-            "through GroupNorm does not compile); use train.step=reference for jvp"
-        )
 
 
 def resolve_config_path(name: str) -> Path:
@@ -364,9 +493,10 @@ def list_presets() -> list[str]:
 
 def parse_override(item: str) -> tuple[list[str], Any]:
     key, eq, value = item.partition("=")
-    if not eq or not key or "." not in key:
+    if not eq or not key or "." not in key or "" in key.split("."):
         raise ConfigError(
-            f"config: override {item!r} must look like section.key=value (e.g. train.batch_size=32)"
+            f"config: override {item!r} must look like section.key=value (e.g. "
+            "train.batch_size=32, model.denoiser.channel_mult=[1,2])"
         )
     try:
         parsed = yaml.safe_load(value) if value else None
@@ -375,29 +505,86 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.split("."), parsed
 
 
-def load_config(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    path = resolve_config_path(name)
+def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(Path(path).read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"config: {path} is not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config: {path} must hold a mapping of sections")
+    return raw
+
+
+def with_overrides(
+    raw: dict[str, Any], overrides: list[str] | tuple[str, ...], notes: list[str] | None = None
+) -> dict[str, Any]:
+    """raw (any layout) with `key=value` overrides applied, in the new layout; renamed old
+    keys are appended to `notes`."""
+    out = translate(raw, notes)
     for item in overrides:
         keys, value = parse_override(item)
-        if len(keys) != 2:
-            raise ConfigError(f"config: override key {'.'.join(keys)!r} must be section.key")
-        sec = raw.setdefault(keys[0], {})
-        if not isinstance(sec, dict):
-            raise ConfigError(f"config: section '{keys[0]}' must be a mapping")
-        sec[keys[1]] = value
-    return from_dict(raw)
+        method = out.get("method") or {}
+        if new_keys(".".join(keys))[0] == "method.name" and value != method.get(
+            "name", MethodConfig.name
+        ):
+            # another method: the file's method section was written for the one it names
+            dropped = sorted(k for k in method if k != "name")
+            if dropped and notes is not None:
+                notes.append(f"method.name={value} drops the file's {', '.join(dropped)}")
+            out["method"] = {}
+        key = ".".join(keys)
+        if key in REMOVED:
+            if value is not True:
+                raise ConfigError(f"config: {key} was removed; {REMOVED[key]}")
+            continue
+        for new in new_keys(key):
+            if new != key and notes is not None:
+                notes.append(f"{key} -> {new}")
+            _set(out, new, value)
+    return out
+
+
+def load_config(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    notes: list[str] = []
+    raw = with_overrides(read_yaml(resolve_config_path(name)), overrides, notes)
+    return from_dict(raw, notes)
+
+
+def flat_dict(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    """A `Config.to_dict()` result as {dotted key: value}."""
+    return _flatten(cfg_dict)
 
 
 def diff_keys(a: dict, b: dict) -> list[str]:
     """Dotted keys whose values differ between two `Config.to_dict()` results."""
-    out = []
-    for sec in sorted(set(a) | set(b)):
-        sa, sb = a.get(sec, {}), b.get(sec, {})
-        out += [f"{sec}.{k}" for k in sorted(set(sa) | set(sb)) if sa.get(k) != sb.get(k)]
-    return out
+    fa, fb = _flatten(a), _flatten(b)
+    return [k for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
+
+
+def describe(cls: type, prefix: str) -> list[tuple[str, str, Any, str]]:
+    """(dotted key, type, default, doc) for every key of a section class, nested included."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for f in _fields(cls):
+        key = f"{prefix}.{f.name}"
+        if dataclasses.is_dataclass(hints[f.name]):
+            rows += describe(hints[f.name], key)
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        doc = f.metadata.get("doc", "")
+        if f.metadata.get("choices"):
+            doc = (
+                (doc + "; " if doc else "") + "one of " + ", ".join(map(str, f.metadata["choices"]))
+            )
+        rows.append((key, _type_name(hints[f.name]), _plain(default), doc))
+    return rows
+
+
+def key_table(method: str) -> list[tuple[str, str, Any, str]]:
+    """(dotted key, type, default, doc) of every key of a config whose method is `method`."""
+    hints = typing.get_type_hints(Config)
+    rows = []
+    for f in _fields(Config):
+        cls = _method_class(method).Config if f.name == "method" else hints[f.name]
+        rows += describe(cls, f.name)
+    return rows

@@ -1,4 +1,6 @@
-"""`python -m arcdae_fast.info`: versions, devices, which op backends work here and why not."""
+"""`python -m arcdae_fast.info [--keys [METHOD]]`: versions, devices, the registered methods,
+which op backends work here and why not; --keys lists every config key (with the method's own
+`method.*` keys) with its type, default and meaning."""
 
 from __future__ import annotations
 
@@ -59,6 +61,11 @@ def report() -> str:
             else f"CPU kernels only ({info.get('why_no_cuda') or 'no CUDA sources'})"
         )
         lines.append(f"C++ extension: built, {cuda}")
+    from . import methods
+    from .step import cpu_bf16_flags
+
+    lines.append(f"methods: {', '.join(methods.names())}")
+    lines.append(f"CPU native bf16: {', '.join(cpu_bf16_flags()) or 'none (AVX2 or older)'}")
     env = _backends.ENV_VAR
     lines.append(
         f"{env}={os.environ.get(env, '')!r}  TRITON_INTERPRET="
@@ -85,9 +92,31 @@ def report() -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def keys(method: str = "arcdae") -> str:
+    """Every config key for `method`: dotted name, type, default, meaning."""
+    from .config import key_table
+
+    rows = key_table(method)
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{k:<{width}}  {t:<18} {d!r:<22} {doc}".rstrip() for k, t, d, doc in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m arcdae_fast.info", description=__doc__)
+    p.add_argument("--keys", nargs="?", const="arcdae", metavar="METHOD", help="list config keys")
+    a = p.parse_args(argv)
+    if a.keys:
+        from . import methods
+
+        if a.keys not in methods.names():
+            p.error(f"unknown method {a.keys!r}; methods: {', '.join(methods.names())}")
+        print(keys(a.keys))
+        return 0
     print(report())
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

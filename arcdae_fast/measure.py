@@ -1,4 +1,4 @@
-"""Peak-memory measurement shared by the profiler and the benchmarks.
+"""Measurement shared by the profiler and the benchmarks: peak memory, FLOPs per step, peaks.
 
 - CUDA: torch.cuda.max_memory_allocated, reset on entry.
 - CPU: the process's peak resident memory (VmHWM, reset through /proc/self/clear_refs on
@@ -9,7 +9,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from .malloc import keep_freed_memory, release_freed_memory
 
@@ -71,3 +74,44 @@ def peak_bytes(fn, device: torch.device) -> int | None:
     with PeakMemory(device, release=True) as pm:
         fn()
     return pm.above
+
+
+# Dense tensor-core peaks from NVIDIA's datasheets, TFLOP/s: (bf16, tf32; fp32 runs use TF32
+# tensor cores for convolutions by default). First match on the device name wins.
+KNOWN_PEAKS = (
+    ("H100 PCIe", 756.5, 378.0),
+    ("H100 NVL", 835.5, 417.5),
+    ("H200 NVL", 835.5, 417.5),
+    ("H100", 989.4, 494.7),
+    ("H200", 989.4, 494.7),
+    ("A100", 312.0, 156.0),
+)
+
+
+def known_peak(device: torch.device, bf16: bool) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, p_bf16, p_tf32 in KNOWN_PEAKS:
+        if key in name:
+            return p_bf16 if bf16 else p_tf32
+    return None
+
+
+def count_flops(method: Any, x0: torch.Tensor, inputs: Any, precision: str) -> float:
+    """FLOPs of one training step of a method (eager forward + backward, matmul and
+    convolution FLOPs; the custom ops register theirs), averaged over its flag schedule (e.g.
+    a lazy Jacobian term)."""
+    from .step import autocast_for
+
+    total, steps = 0.0, 0
+    for flags, times in method.flag_mix():
+        method.zero_grad(set_to_none=True)
+        with FlopCounterMode(display=False) as counter:
+            with autocast_for(x0.device, precision):
+                out = method(x0, inputs, **flags)
+            out["loss"].backward()
+        total += counter.get_total_flops() * times
+        steps += times
+    method.zero_grad(set_to_none=True)
+    return total / steps

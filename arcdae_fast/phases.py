@@ -13,9 +13,9 @@ import torch
 from torch.profiler import record_function
 
 PREFIX = "arcdae::"
-# top-level phases of one step, then the sub-phases of each (the profiler's table order)
+# top-level phases of one step (the profiler's table order); the forward's sub-phases are the
+# method's own (Method.PHASES), the backward's is the denoiser's (every method has one)
 STEP = ("data", "draw inputs", "forward", "backward", "grad all-reduce", "optimizer", "ema")
-FORWARD = ("augmentation", "teacher", "student encoder", "denoiser fwd", "losses")
 BACKWARD = ("denoiser bwd",)
 
 

@@ -25,96 +25,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import json
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.profiler import ProfilerActivity, profile
-from torch.utils.flop_counter import FlopCounterMode
 
-from .config import Config, ConfigError, load_config
+from . import session
+from .config import ConfigError, load_config
 from .data.datasets import DataError
-from .data.loader import build_dataset, make_loader, model_input
-from .ema import frozen_copy
-from .malloc import keep_freed_memory
-from .measure import PeakMemory, sync
-from .objective import ArcDAE
-from .phases import BACKWARD, FORWARD, PREFIX, STEP, phase
-from .step import autocast_for, build_optimizer, build_step, uses_bf16
-from .train import pick_device, step_seed
-
-# Dense tensor-core peaks from NVIDIA's datasheets, TFLOP/s: (bf16, tf32; fp32 runs use TF32
-# tensor cores for convolutions by default). First match on the device name wins.
-KNOWN_PEAKS = (
-    ("H100 PCIe", 756.5, 378.0),
-    ("H100 NVL", 835.5, 417.5),
-    ("H200 NVL", 835.5, 417.5),
-    ("H100", 989.4, 494.7),
-    ("H200", 989.4, 494.7),
-    ("A100", 312.0, 156.0),
-)
-
-
-def known_peak(device: torch.device, bf16: bool) -> float | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    for key, p_bf16, p_tf32 in KNOWN_PEAKS:
-        if key in name:
-            return p_bf16 if bf16 else p_tf32
-    return None
-
-
-def batches(cfg: Config, device: torch.device, mode: str) -> tuple[Callable[[], torch.Tensor], str]:
-    """next_batch() -> model input (B, 3, R, R), and where the images come from."""
-    bs, res = cfg.train.batch_size, cfg.data.resolution
-    why = "--data synthetic"
-    if mode != "synthetic":
-        try:
-            dataset = build_dataset(cfg.data)
-            loader, how = make_loader(dataset, cfg.data, bs, seed=cfg.train.seed, device=device)
-            it = iter(loader)
-
-            def real() -> torch.Tensor:
-                batch = next(it)
-                while "image" not in batch:  # every image unreadable: the next batch
-                    batch = next(it)
-                return model_input(batch["image"], device, cfg.data.channels_last)
-
-            return real, f"{cfg.data.dataset}, {len(dataset)} images ({how})"
-        except DataError as e:
-            if mode == "real":
-                raise
-            why = str(e).split(". ")[0]
-    g = torch.Generator(device=device).manual_seed(cfg.train.seed)
-    pool = [torch.rand(bs, 3, res, res, generator=g, device=device) * 2 - 1 for _ in range(4)]
-    if cfg.data.channels_last:
-        pool = [x.contiguous(memory_format=torch.channels_last) for x in pool]
-    cycle = itertools.cycle(pool)
-    return lambda: next(cycle), f"synthetic random images at {res} px on the device ({why})"
-
-
-def count_flops(model: ArcDAE, x0: torch.Tensor, inputs: Any, precision: str) -> float:
-    """FLOPs of one step (eager forward + backward), averaged over the Jacobian schedule."""
-    k = model.cfg.objective.jac_every
-    total = 0.0
-    for jac, times in ((True, 1), (False, k - 1)) if model.jac_due(0) else ((False, k),):
-        if not times:
-            continue
-        model.zero_grad(set_to_none=True)
-        with FlopCounterMode(display=False) as counter:
-            with autocast_for(x0.device, precision):
-                out = model(x0, inputs, jac)
-            out["loss"].backward()
-        total += counter.get_total_flops() * times
-    model.zero_grad(set_to_none=True)
-    return total / k
+from .measure import PeakMemory, count_flops, known_peak, sync
+from .phases import BACKWARD, PREFIX, STEP, phase
 
 
 class _DenoiserBackwardRange:
@@ -214,33 +139,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return a
 
 
+DATA_MODES = {"auto": "optional", "real": "required", "synthetic": "none"}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     sets = list(args.overrides)
     sets += [f"train.step={args.variant}"] if args.variant else []
     sets += [f"train.batch_size={args.batch_size}"] if args.batch_size else []
     cfg = load_config(args.config, sets)
     tc = cfg.train
-    device = pick_device(tc.device)
-    if tc.num_threads:
-        torch.set_num_threads(tc.num_threads)
-    if device.type == "cpu":
-        keep_freed_memory()  # as the trainer does
-    torch.manual_seed(tc.seed)
-    next_batch, data_note = batches(cfg, device, args.data)
-    model = ArcDAE(cfg).to(device)
-    ema = frozen_copy(model.trainable())
-    opt, sched = build_optimizer(model, tc.lr, tc.adam_betas, tc.weight_decay, tc.warmup_steps)
-    step_fn = build_step(cfg, model, ema, opt, sched)
-    bf16 = uses_bf16(device, tc.precision)
+    s = session.build(cfg, data=DATA_MODES[args.data])
+    if args.data == "synthetic":
+        s.data_note = "--data synthetic"
+    device, method = s.device, s.method
+    next_batch, data_note = s.batches()
 
     def one_step(i: int) -> None:
         with phase("data"):
             x0 = next_batch()
         with phase("draw inputs"):
-            seed = step_seed(tc.seed, i)
-            torch.manual_seed(seed)
-            inputs = model.draw_inputs(x0, torch.Generator(device=device).manual_seed(seed))
-        step_fn(x0, inputs, i)
+            inputs = s.inputs(x0, i)
+        s.step(x0, inputs, i)
 
     t0 = time.perf_counter()
     for i in range(args.warmup):
@@ -249,12 +168,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     warmup_s = time.perf_counter() - t0
 
     x0 = next_batch()
-    flops = count_flops(
-        model,
-        x0,
-        model.draw_inputs(x0, torch.Generator(device=device).manual_seed(0)),
-        tc.precision,
-    )
+    flops = count_flops(method, x0, s.inputs(x0, 0), tc.precision)
 
     times = []
     with PeakMemory(device) as mem:
@@ -268,8 +182,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cuda = device.type == "cuda"
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     hooks = (
-        _DenoiserBackwardRange(model.denoiser)
-        if tc.step == "reference"
+        _DenoiserBackwardRange(method.trainable()["denoiser"])
+        if s.step_kind == "reference"
         else contextlib.nullcontext()
     )
     start = args.warmup + args.steps
@@ -284,16 +198,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         prof.export_chrome_trace(str(args.trace))
     phases, top_ops = summarize(prof, args.steps, cuda, args.top)
 
+    bf16 = s.precision != "fp32"
     peak = args.peak_tflops or known_peak(device, bf16)
     achieved = flops / (ms / 1e3) / 1e12
     return {
         "config": args.config,
-        "variant": tc.step,
-        "compile_mode": tc.compile_mode if tc.step == "fast" else None,
+        "method": cfg.method.name,
+        "variant": s.step_kind,
+        "step_reason": s.step_reason,
+        "compile_mode": tc.compile_mode if s.step_kind == "fast" else None,
         "device": torch.cuda.get_device_name(device)
         if cuda
         else f"cpu ({torch.get_num_threads()} threads)",
-        "precision": "bf16 autocast" if bf16 else "fp32",
+        "precision": s.precision,
         "batch_size": tc.batch_size,
         "resolution": cfg.data.resolution,
         "data": data_note,
@@ -310,6 +227,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "peak_tflops": peak,
         "mfu": None if peak is None else achieved / peak,
         "profiled_ms_per_step": profiled_ms,
+        "forward_phases": list(method.PHASES),
         "phases": phases,
         "top_ops": top_ops,
         "torch": torch.__version__,
@@ -323,12 +241,13 @@ def _fmt_bytes(n: int | None) -> str:
 def print_report(r: dict[str, Any]) -> None:
     out = sys.stdout
     print(
-        f"{r['config']}: step {r['variant']}"
+        f"{r['config']} ({r['method']}): step {r['variant']}"
         + (f" ({r['compile_mode']})" if r["compile_mode"] else "")
         + f", {r['precision']}, batch {r['batch_size']} at {r['resolution']} px on {r['device']}",
         file=out,
     )
     print(f"data: {r['data']}", file=out)
+    print(f"step choice: {r['step_reason']}", file=out)
     print(f"warm-up: {r['warmup_steps']} steps in {r['warmup_s']:.1f} s (excluded)", file=out)
     print(
         f"step: {r['ms_per_step']:.2f} ms median over {r['steps']} (min {r['ms_per_step_min']:.2f},"
@@ -347,6 +266,7 @@ def print_report(r: dict[str, Any]) -> None:
         file=out,
     )
     total = r["profiled_ms_per_step"]
+    subs = {"forward": tuple(r["forward_phases"]), "backward": BACKWARD}
     dev = any(v["device_ms_per_step"] is not None for v in r["phases"].values())
     print(
         f"\nphases (under the profiler: {total:.2f} ms/step)\n"
@@ -357,7 +277,7 @@ def print_report(r: dict[str, Any]) -> None:
     def row(name: str, indent: str) -> None:
         v = r["phases"].get(name)
         if v is None:
-            if indent and r["variant"] == "fast" and name in FORWARD + BACKWARD:
+            if indent and r["variant"] == "fast" and name in subs["forward"] + BACKWARD:
                 print(f"{indent + name:<26}{'(in the compiled graph)':>18}", file=out)
             return
         d = v["device_ms_per_step"]
@@ -367,7 +287,7 @@ def print_report(r: dict[str, Any]) -> None:
 
     for name in STEP:
         row(name, "")
-        for sub in {"forward": FORWARD, "backward": BACKWARD}.get(name, ()):
+        for sub in subs.get(name, ()):
             row(sub, "  ")
     top = "device" if dev else "CPU"
     print(f"\ntop operators by self {top} time", file=out)

@@ -1,7 +1,8 @@
-"""One training step. `ReferenceStep` is the eager ground truth: forward of teacher, student
-and denoiser, all loss terms, backward, clipping, AdamW, then the teacher and evaluation EMAs.
-`FastStep` is the same step compiled (the trainer's default, train.step=fast); `build_step`
-makes the one a config asks for. The phases are torch.profiler ranges (arcdae_fast/phases.py).
+"""One training step. `ReferenceStep` is the eager ground truth: the method's forward (all its
+loss terms), backward, clipping, AdamW, then the method's targets (e.g. the ArcDAE teacher)
+and the evaluation EMA. `FastStep` is the same step compiled; `build_step` makes the one
+`train.step` asks for (auto: `choose_step`). The phases are torch.profiler ranges
+(arcdae_fast/phases.py).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import torch
 from torch import nn
 
 from . import distributed
-from .config import Config
+from .config import Config, ConfigError
 from .ema import ema_update, warmup_decay
-from .objective import ArcDAE, StepInputs
+from .methods import Method, RandomInputs
 from .phases import phase
 
 
@@ -24,11 +25,11 @@ class NonFiniteLoss(FloatingPointError):
 
 
 def build_optimizer(
-    model: ArcDAE, lr: float, betas: tuple[float, ...], weight_decay: float, warmup_steps: int
+    method: Method, lr: float, betas: tuple[float, ...], weight_decay: float, warmup_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW with a linear warm-up to `lr`, then constant (DiffAE's schedule); the fused
-    kernel on CUDA, the foreach one elsewhere."""
-    params = [p for p in model.trainable().parameters() if p.requires_grad]
+    """AdamW over method.trainable() with a linear warm-up to `lr`, then constant (DiffAE's
+    schedule); the fused kernel on CUDA, the foreach one elsewhere."""
+    params = [p for p in method.trainable().parameters() if p.requires_grad]
     cuda = bool(params) and params[0].is_cuda
     opt = torch.optim.AdamW(
         params,
@@ -50,7 +51,12 @@ def native_bf16(device: torch.device) -> bool:
     than fp32)."""
     if device.type == "cuda":
         return True
-    return device.type == "cpu" and bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    return device.type == "cpu" and bool(cpu_bf16_flags())
+
+
+def cpu_bf16_flags() -> list[str]:
+    """The CPU's native-bf16 feature flags present (AVX512-BF16, AMX-BF16)."""
+    return sorted(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 @functools.cache
@@ -74,6 +80,28 @@ def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractCon
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
+def choose_step(cfg: Config, method: Method, device: torch.device) -> tuple[str, str]:
+    """(reference | fast, why) for train.step. auto: fast where the compiled step was measured
+    to win, reference elsewhere (measurements in docs/decisions.md)."""
+    want, blocker = cfg.train.step, method.compile_blocker()
+    if want == "fast":
+        if blocker:
+            raise ConfigError(f"config: train.step=fast: {blocker}")
+        return "fast", "train.step=fast"
+    if want == "reference":
+        return "reference", "train.step=reference"
+    if blocker:
+        return "reference", f"train.step=auto: {blocker}"
+    if device.type == "cuda":
+        return "fast", "train.step=auto: CUDA"
+    if native_bf16(device):
+        return "fast", f"train.step=auto: CPU with native bf16 ({', '.join(cpu_bf16_flags())})"
+    return "reference", (
+        "train.step=auto: CPU without native bf16, where the compiled step measured slower "
+        "than the eager one in fp32"
+    )
+
+
 class ReferenceStep:
     """The eager step. With `dist` (data parallelism) the ranks agree on a non-finite loss,
     average their gradients before clipping, and return the loss terms averaged over ranks
@@ -81,7 +109,7 @@ class ReferenceStep:
 
     def __init__(
         self,
-        model: ArcDAE,
+        method: Method,
         ema: nn.Module,
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -91,20 +119,20 @@ class ReferenceStep:
         precision: str = "fp32",
         dist: distributed.Dist | None = None,
     ):
-        self.model, self.ema, self.opt, self.sched = model, ema, optimizer, scheduler
+        self.model, self.ema, self.opt, self.sched = method, ema, optimizer, scheduler
         self.grad_clip, self.ema_decay, self.dist = grad_clip, ema_decay, dist
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
-        self.device = next(model.parameters()).device
+        self.device = next(method.parameters()).device
         self.bf16 = uses_bf16(self.device, precision)  # decided once, outside any graph
 
     def autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
-    def forward(self, x0: torch.Tensor, inputs: StepInputs, step: int) -> dict[str, torch.Tensor]:
+    def forward(self, x0: torch.Tensor, inputs: RandomInputs, step: int) -> dict:
         with self.autocast():
-            return self.model(x0, inputs, self.model.jac_due(step))
+            return self.model(x0, inputs, **self.model.flags(step))
 
-    def __call__(self, x0: torch.Tensor, inputs: StepInputs, step: int) -> dict[str, torch.Tensor]:
+    def __call__(self, x0: torch.Tensor, inputs: RandomInputs, step: int) -> dict:
         self.model.train()
         with phase("forward"):
             out = self.forward(x0, inputs, step)
@@ -128,7 +156,7 @@ class ReferenceStep:
             self.opt.step()
             self.sched.step()
         with phase("ema"):
-            self.model.update_teacher()
+            self.model.update_targets()
             ema_update(self.ema, self.model.trainable(), warmup_decay(self.ema_decay, step))
         # copies: with CUDA graphs the outputs' memory is reused by the next replay
         out = {k: v.detach().clone() for k, v in out.items()}
@@ -140,25 +168,25 @@ class ReferenceStep:
 
 
 class FastStep(ReferenceStep):
-    """The same step with the objective under torch.compile(fullgraph=True): teacher, fused
-    augmentation + noising, student encoder with the batched fd Jacobian, denoiser and every
-    loss term in one graph (AOTAutograd compiles the backward too); the ops on backend "auto"
-    (Triton / CUDA / C++ kernels where they are faster). Then the shared update: foreach
-    gradient clipping, fused (CUDA) / foreach AdamW, the teacher and evaluation EMAs as foreach
-    lerps. On CUDA the model and images are channels_last (cuDNN's native convolution layout
-    for tensor cores); on CPU they stay contiguous (measured: channels_last made the
-    compiled quickstart step ~10% slower with oneDNN, bench/bench_step.py). The random inputs
-    are drawn outside the graph (StepInputs), so both steps compute the same function of the
-    same numbers.
+    """The same step with the method's forward under torch.compile(fullgraph=True): for
+    ArcDAE the teacher, fused augmentation + noising, the student encoder with the fd
+    Jacobian, the denoiser and every loss term in one graph (AOTAutograd compiles the
+    backward too); the ops on their process-level backends (Triton / CUDA / C++ kernels where
+    they are faster). Then the shared update: foreach gradient clipping, fused (CUDA) /
+    foreach AdamW, the targets' and evaluation EMAs as foreach lerps. On CUDA the model and
+    images are channels_last (cuDNN's native convolution layout for tensor cores); on CPU
+    they stay contiguous (measured: channels_last made the compiled quickstart step ~10%
+    slower with oneDNN, bench/bench_step.py). The random inputs are drawn outside the graph,
+    so both steps compute the same function of the same numbers.
 
     compile_mode: "default", "reduce-overhead" (CUDA graphs; static shapes) or "max-autotune".
-    No graph breaks: fullgraph=True raises on any. The Jacobian term needs the "fd" estimator
-    (forward-mode AD through GroupNorm does not compile).
+    No graph breaks: fullgraph=True raises on any. A method says why a configuration cannot
+    compile (Method.compile_blocker), and this step refuses it.
     """
 
     def __init__(
         self,
-        model: ArcDAE,
+        method: Method,
         ema: nn.Module,
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -167,26 +195,22 @@ class FastStep(ReferenceStep):
         **kw: object,
     ):
         """compile_mode as below; the other keywords are ReferenceStep's."""
-        super().__init__(model, ema, optimizer, scheduler, **kw)
-        o = model.cfg.objective
-        if o.lambda_jac > 0 and o.jac_estimator != "fd":
-            raise ValueError(
-                "train.step=fast needs objective.jac_estimator=fd (forward-mode AD "
-                "through GroupNorm does not compile); use train.step=reference "
-                "for jvp"
-            )
+        super().__init__(method, ema, optimizer, scheduler, **kw)
+        blocker = method.compile_blocker()
+        if blocker:
+            raise ValueError(f"train.step=fast: {blocker}; use train.step=reference")
         self.channels_last = self.device.type == "cuda"
         if self.channels_last:
-            model.to(memory_format=torch.channels_last)
+            method.to(memory_format=torch.channels_last)
         self.cuda_graphs = compile_mode == "reduce-overhead"
 
         # autocast is entered inside the compiled function: compiled under an autocast
         # entered outside, the backward is traced under it too, so the backward of a region
         # that disables autocast (the fd Jacobian's float32 encoder call) ran in bf16 and
         # its gradients were wrong (measured: 7x relative error on the holistic head)
-        def run(x0: torch.Tensor, inputs: StepInputs, jac: bool) -> dict[str, torch.Tensor]:
+        def run(x0: torch.Tensor, inputs: RandomInputs, flags: dict) -> dict:
             with self.autocast():
-                return model(x0, inputs, jac)
+                return method(x0, inputs, **flags)
 
         self.compiled = torch.compile(
             run,
@@ -195,24 +219,25 @@ class FastStep(ReferenceStep):
             mode=None if compile_mode == "default" else compile_mode,
         )
 
-    def forward(self, x0: torch.Tensor, inputs: StepInputs, step: int) -> dict[str, torch.Tensor]:
+    def forward(self, x0: torch.Tensor, inputs: RandomInputs, step: int) -> dict:
         if self.cuda_graphs:  # a new iteration: the previous replay's outputs are dead
             torch.compiler.cudagraph_mark_step_begin()
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        return self.compiled(x0.contiguous(memory_format=fmt), inputs, self.model.jac_due(step))
+        return self.compiled(x0.contiguous(memory_format=fmt), inputs, self.model.flags(step))
 
 
 def build_step(
     cfg: Config,
-    model: ArcDAE,
+    method: Method,
     ema: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     dist: distributed.Dist | None = None,
-) -> ReferenceStep:
-    """The step train.step asks for (fast: FastStep with train.compile_mode)."""
+) -> tuple[ReferenceStep, str]:
+    """The step train.step asks for (fast: FastStep with train.compile_mode), and why."""
     tc = cfg.train
+    kind, why = choose_step(cfg, method, next(method.parameters()).device)
     kw = dict(grad_clip=tc.grad_clip, ema_decay=tc.ema_decay, precision=tc.precision, dist=dist)
-    if tc.step == "fast":
-        return FastStep(model, ema, optimizer, scheduler, compile_mode=tc.compile_mode, **kw)
-    return ReferenceStep(model, ema, optimizer, scheduler, **kw)
+    if kind == "fast":
+        return FastStep(method, ema, optimizer, scheduler, compile_mode=tc.compile_mode, **kw), why
+    return ReferenceStep(method, ema, optimizer, scheduler, **kw), why

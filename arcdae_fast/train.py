@@ -1,10 +1,11 @@
 """`python -m arcdae_fast.train --config quickstart.yaml --out runs/q [--max-steps N] [k=v ...]`
 
-Trains an ArcDAE model. Writes into --out: config.yaml, metrics.jsonl (one JSON line per
-logged step), samples/recon_XXXXXXXX.png and checkpoints/ckpt_XXXXXXXX.pt (atomic). Started
-again with the same --out it resumes from the newest checkpoint and continues exactly where it
-stopped. SIGINT/SIGTERM finish the current step, save a checkpoint and exit (130/143). A
-non-finite loss stops the run (exit 1) without touching the checkpoints.
+Trains the method the config names (`method.name`: arcdae, diffae, ...). Writes into --out:
+config.yaml (the resolved config), metrics.jsonl (one JSON line per logged step: the
+method's own loss terms), samples/recon_XXXXXXXX.png and checkpoints/ckpt_XXXXXXXX.pt
+(atomic). Started again with the same --out it resumes from the newest checkpoint and
+continues exactly where it stopped. SIGINT/SIGTERM finish the current step, save a checkpoint
+and exit (130/143). A non-finite loss stops the run (exit 1) without touching the checkpoints.
 """
 
 from __future__ import annotations
@@ -22,33 +23,13 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from . import checkpoint, distributed
+from . import checkpoint, distributed, session
 from .config import RESUME_MUTABLE, Config, ConfigError, diff_keys, load_config
 from .data.datasets import DataError, collate
-from .data.loader import build_dataset, make_loader, model_input
-from .ema import frozen_copy
-from .malloc import keep_freed_memory
-from .objective import TERMS, ArcDAE, StepInputs
-from .step import NonFiniteLoss, ReferenceStep, build_optimizer, build_step, uses_bf16
+from .data.loader import model_input
+from .legacy import upgrade_state
+from .step import NonFiniteLoss, ReferenceStep
 from .viz import reconstruction_grid
-
-LOGGED = (*TERMS, "grad_norm")
-
-
-def step_seed(seed: int, step: int) -> int:
-    """Seed of all randomness of one step (timesteps, noise, augmentation, dropout)."""
-    return (seed * 1_000_003 + step * 7_919 + 12_345) % (2**63 - 1)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "config: train.device='cuda' but CUDA is not available here "
-            "(use train.device=auto or cpu)"
-        )
-    return torch.device(name)
 
 
 class _Signals:
@@ -81,35 +62,19 @@ class _Signals:
 class Trainer:
     def __init__(self, cfg: Config, out: Path, progress: bool = True):
         self.cfg, self.out = cfg, Path(out)
-        self.device = pick_device(cfg.train.device)
         self.dist = distributed.from_env()  # torchrun
         self.main = self.dist is None or self.dist.main  # rank 0 logs and checkpoints
         self.progress = progress and self.main
         self.world = 1 if self.dist is None else self.dist.world
-        if cfg.train.batch_size % self.world:
-            raise ConfigError(
-                f"config: train.batch_size={cfg.train.batch_size} (the global batch) is not "
-                f"divisible by the {self.world} ranks"
-            )
         self.ckpt_dir = self.out / "checkpoints"
         self.metrics_path = self.out / "metrics.jsonl"
 
-    def _state(self, step: int) -> dict[str, Any]:
-        return {
-            "step": step,
-            "model": self.model.state_dict(),
-            "ema": self.ema.state_dict(),
-            "optimizer": self.opt.state_dict(),
-            "scheduler": self.sched.state_dict(),
-            "config": self.cfg.to_dict(),
-            "torch_version": torch.__version__,
-        }
-
     def _resume(self) -> int:
-        found = checkpoint.load_latest(self.ckpt_dir, map_location=self.device)
+        found = checkpoint.load_latest(self.ckpt_dir, map_location=self.s.device)
         if found is None:
             return 0
         step, state, path = found
+        state = upgrade_state(state)
         changed = [
             k for k in diff_keys(state["config"], self.cfg.to_dict()) if k not in RESUME_MUTABLE
         ]
@@ -119,10 +84,9 @@ class Trainer:
                 f"(differs in: {', '.join(changed)}); resume it with the same "
                 "config or choose another --out"
             )
-        self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        self.opt.load_state_dict(state["optimizer"])
-        self.sched.load_state_dict(state["scheduler"])
+        self.s.load_state(state)
+        if state.get("optimizer") is None:
+            self._say(f"{path} has no optimizer state (a converted checkpoint): AdamW starts fresh")
         self._say(f"resuming from {path} (step {step})")
         return step
 
@@ -141,24 +105,20 @@ class Trainer:
 
     def _save(self, step: int) -> Path:
         return checkpoint.save(
-            self.ckpt_dir, step, self._state(step), self.cfg.train.keep_checkpoints
+            self.ckpt_dir, step, self.s.state(step), self.cfg.train.keep_checkpoints
         )
 
     def _grid(self, step: int, fixed: torch.Tensor) -> None:
         reconstruction_grid(
             self.out / "samples" / f"recon_{step:08d}.png",
-            self.ema["encoder"],
-            self.ema["denoiser"],
+            self.s.method,
             fixed,
-            self.model.schedule,
+            nets=self.s.ema,
             steps=self.cfg.train.sample_steps,
-            param=self.cfg.diffusion.parameterization,
             seed=self.cfg.train.seed,
         )
 
     def run(self) -> int:
-        if self.dist is not None:
-            self.device = distributed.setup(self.dist, self.device)
         try:
             return self._run()
         finally:
@@ -166,27 +126,18 @@ class Trainer:
 
     def _run(self) -> int:
         cfg, tc = self.cfg, self.cfg.train
-        if tc.num_threads:
-            torch.set_num_threads(tc.num_threads)
-        if self.device.type == "cpu":
-            keep_freed_memory()  # no page faults on every step's activations
-        torch.manual_seed(tc.seed)
-        dataset = build_dataset(cfg.data)
-        self.model = ArcDAE(cfg).to(self.device)
-        self.ema = frozen_copy(self.model.trainable())
-        self.opt, self.sched = build_optimizer(
-            self.model, tc.lr, tc.adam_betas, tc.weight_decay, tc.warmup_steps
-        )
+        self.s = session.build(cfg, dist=self.dist)
+        self.model = self.s.method
+        for note in cfg.notes:
+            self._say(note)
         start = self._resume()
         if self.dist is not None:
-            distributed.broadcast_state(self.model, self.ema)  # rank 0's weights everywhere
-            if cfg.objective.gather_negatives:
-                self.model.gather = distributed.gather_rows
+            distributed.broadcast_state(self.s.method, self.s.ema)  # rank 0's weights everywhere
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
             checkpoint.atomic_write(
                 self.out / "config.yaml",
-                lambda f: f.write(yaml.safe_dump(cfg.to_dict()).encode()),
+                lambda f: f.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode()),
             )
             self._truncate_metrics(start)
         if start >= tc.max_steps:
@@ -195,27 +146,17 @@ class Trainer:
                 "nothing to do"
             )
             return 0
-        step_fn = build_step(cfg, self.model, self.ema, self.opt, self.sched, self.dist)
-        rank = 0 if self.dist is None else self.dist.rank
-        loader, how = make_loader(
-            dataset,
-            cfg.data,
-            tc.batch_size // self.world,
-            seed=tc.seed,
-            start_step=start,
-            rank=rank,
-            world_size=self.world,
-            device=self.device,
-        )
-        fixed = collate([dataset[i] for i in range(min(8, len(dataset)))])["image"].to(self.device)
+        loader, how = self.s.loader(start)
+        dataset = self.s.dataset
+        fixed = collate([dataset[i] for i in range(min(8, len(dataset)))])["image"]
+        fixed = fixed.to(self.s.device)
         ranks = "" if self.dist is None else f" x {self.world} ranks"
         self._say(
-            f"training {len(dataset)} images at {cfg.data.resolution}px on {self.device} "
-            f"(input pipeline: {how}; objective: {cfg.objective.preset}; step: {tc.step}, "
-            f"{'bf16 autocast' if uses_bf16(self.device, tc.precision) else 'fp32'}{ranks}) -> "
-            f"{self.out}"
+            f"training {len(dataset)} images at {cfg.data.resolution}px on {self.s.device} "
+            f"(input pipeline: {how}; method: {cfg.method.name}; step: {self.s.step_kind} "
+            f"({self.s.step_reason}), {self.s.precision}{ranks}) -> {self.out}"
         )
-        return self._loop(step_fn, loader, start, fixed)
+        return self._loop(self.s.step, loader, start, fixed)
 
     def _say(self, msg: str) -> None:
         if self.main:
@@ -223,24 +164,11 @@ class Trainer:
 
     def _agree(self, flag: bool) -> bool:
         """Data parallel: true on every rank when true on any (single process: the flag)."""
-        return flag if self.dist is None else distributed.any_rank(flag, self.device)
-
-    def _inputs(self, x0: torch.Tensor, step: int) -> StepInputs:
-        """The step's random inputs; data parallel: drawn for the global batch, this rank's
-        rows kept, so N ranks see what one process would (dropout masks differ by rank)."""
-        seed, rank = (
-            step_seed(self.cfg.train.seed, step),
-            0 if self.dist is None else self.dist.rank,
-        )
-        torch.manual_seed((seed + rank) % (2**63 - 1))  # dropout
-        gen = torch.Generator(device=self.device).manual_seed(seed)
-        if self.dist is None:
-            return self.model.draw_inputs(x0, gen)
-        b = x0.shape[0]
-        return self.model.draw_inputs(x0, gen, batch=b * self.world).rows(rank * b, rank * b + b)
+        return flag if self.dist is None else distributed.any_rank(flag, self.s.device)
 
     def _loop(self, step_fn: ReferenceStep, loader: Any, start: int, fixed: torch.Tensor) -> int:
         tc = self.cfg.train
+        logged = (*self.s.method.terms(), "grad_norm")
         per_rank = tc.batch_size // self.world
         bar = tqdm(
             total=tc.max_steps,
@@ -267,8 +195,8 @@ class Trainer:
                     )
                     step += 1
                     continue
-                x0 = model_input(batch["image"], self.device, self.cfg.data.channels_last)
-                inputs = self._inputs(x0, step)
+                x0 = model_input(batch["image"], self.s.device, self.cfg.data.channels_last)
+                inputs = self.s.inputs(x0, step)
                 try:
                     out = step_fn(x0, inputs, step)
                 except NonFiniteLoss as e:
@@ -283,7 +211,7 @@ class Trainer:
                     )
                     return 1
                 step += 1
-                for k in LOGGED:
+                for k in logged:
                     if k in out:
                         window[k] = window.get(k, 0.0) + float(out[k])
                 n_win, imgs = n_win + 1, imgs + x0.shape[0] * self.world
@@ -294,7 +222,7 @@ class Trainer:
                         "step": step,
                         **{k: v / n_win for k, v in window.items()},
                         "img_per_s": imgs / dt,
-                        "lr": self.sched.get_last_lr()[0],
+                        "lr": self.s.scheduler.get_last_lr()[0],
                         "skipped_images": skipped,
                     }
                     metrics.write(json.dumps(rec) + "\n")
@@ -307,7 +235,7 @@ class Trainer:
                 done = step >= tc.max_steps
                 if done or step % tc.ckpt_every == 0 or stop:
                     if self.dist is not None:
-                        distributed.check_replicas(self.model, self.device)
+                        distributed.check_replicas(self.s.method, self.s.device)
                     path = self._save(step) if self.main else None
                 if stop:
                     bar.close()
@@ -340,7 +268,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="run folder (default runs/<config name>)")
     p.add_argument("--max-steps", type=int, default=None, help="same as train.max_steps=N")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("overrides", nargs="*", metavar="section.key=value")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="section.key=value",
+        help="override any config key, at any depth (model.denoiser.channel_mult=[1,2]); "
+        "`python -m arcdae_fast.info --keys [METHOD]` lists them all",
+    )
     return p.parse_args(argv)
 
 

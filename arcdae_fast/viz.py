@@ -1,16 +1,18 @@
-"""PNG grids of reconstructions from the EMA weights. Rows: the originals; their DDIM decoding
-from the DDIM-inverted x_T (the autoencoding reconstruction); their decoding from a random x_T
-(the "tractable" setting, which needs a well-trained model to look clean)."""
+"""PNG grids of reconstructions from the EMA weights. Rows: the originals; their decoding from
+the inverted x_T (the autoencoding reconstruction); their decoding from a random x_T (the
+"tractable" setting, which needs a well-trained model to look clean). Any method: through
+its encode / invert / decode."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .diffusion import VPSchedule, ddim_invert, ddim_sample
+from .methods import Method
 
 
 def to_grid(rows: list[torch.Tensor]) -> Image.Image:
@@ -24,29 +26,21 @@ def to_grid(rows: list[torch.Tensor]) -> Image.Image:
 @torch.no_grad()
 def reconstruction_grid(
     path: Path,
-    encoder: torch.nn.Module,
-    denoiser: torch.nn.Module,
+    method: Method,
     x0: torch.Tensor,
-    schedule: VPSchedule,
     *,
+    nets: Mapping[str, torch.nn.Module] | None = None,
     steps: int,
-    param: str,
     seed: int = 0,
 ) -> Path:
-    """Encode x0, decode with DDIM from inverted and from random x_T; save the grid as PNG."""
-    was = encoder.training, denoiser.training
-    encoder.eval()
-    denoiser.eval()
-    try:
-        z = encoder(x0, parts=False).holo
-        g = torch.Generator(device=x0.device).manual_seed(seed)
-        x_T = torch.randn(x0.shape, generator=g, device=x0.device, dtype=x0.dtype)
-        rows = [x0]
-        for start in (ddim_invert(denoiser, x0, z, schedule, steps=steps, param=param), x_T):
-            rows.append(ddim_sample(denoiser, z, schedule, start, steps=steps, param=param))
-    finally:
-        encoder.train(was[0])
-        denoiser.train(was[1])
+    """Encode x0, decode from the inverted and from a random x_T (the method's sampler, on
+    `nets`: e.g. the evaluation EMA); save the grid as PNG."""
+    z = method.encode(x0, nets)
+    g = torch.Generator(device=x0.device).manual_seed(seed)
+    x_T = torch.randn(x0.shape, generator=g, device=x0.device, dtype=x0.dtype)
+    rows = [x0]
+    for start in (method.invert(x0, z, steps=steps, nets=nets), x_T):
+        rows.append(method.decode(z, start, steps=steps, nets=nets))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     to_grid(rows).save(path)

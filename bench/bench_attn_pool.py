@@ -30,7 +30,7 @@ from common import (  # noqa: E402
 
 from arcdae_fast.ops import attention_pool  # noqa: E402
 
-OP = "attention_pool"
+OP = "attn_pool"
 
 
 def sdpa_pool(x, query, key_weight):

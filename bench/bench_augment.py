@@ -27,7 +27,7 @@ from common import (  # noqa: E402
 
 from arcdae_fast.ops import sample_augment_params, timestep_augment, timestep_augment_with_noise  # noqa: E402
 
-OP = "timestep_augment"
+OP = "augment"
 
 
 def providers(device, dtype) -> dict:

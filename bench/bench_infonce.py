@@ -26,7 +26,7 @@ from common import (  # noqa: E402
 
 from arcdae_fast.ops import snr_weighted_infonce  # noqa: E402
 
-OP = "snr_weighted_infonce"
+OP = "infonce"
 
 
 def providers(device: torch.device, dtype: torch.dtype) -> dict[str, str]:

@@ -16,7 +16,6 @@ memory: what one step needs above the state resident before it (activations, wor
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import sys
 import time
@@ -27,41 +26,27 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Row, report  # noqa: E402
 
+from arcdae_fast import session  # noqa: E402
 from arcdae_fast.config import load_config  # noqa: E402
-from arcdae_fast.ema import frozen_copy  # noqa: E402
-from arcdae_fast.measure import peak_bytes, sync  # noqa: E402
-from arcdae_fast.objective import ArcDAE  # noqa: E402
-from arcdae_fast.profile import batches, count_flops, known_peak  # noqa: E402
-from arcdae_fast.step import (  # noqa: E402
-    FastStep,
-    ReferenceStep,
-    build_optimizer,
-    native_bf16,
-    uses_bf16,
-)
-from arcdae_fast.train import pick_device, step_seed  # noqa: E402
+from arcdae_fast.measure import count_flops, known_peak, peak_bytes, sync  # noqa: E402
+from arcdae_fast.step import native_bf16, uses_bf16  # noqa: E402
 
 VARIANTS = ("reference-fp32", "eager-bf16", "eager-bf16-cl", "fast")
 
 
-def make_variant(name: str, cfg, base: ArcDAE, device: torch.device):
-    """(step function, precision, channels_last input) of one variant, on a copy of base."""
-    tc = cfg.train
-    model = copy.deepcopy(base)
-    ema = frozen_copy(model.trainable())
-    opt, sched = build_optimizer(model, tc.lr, tc.adam_betas, tc.weight_decay, tc.warmup_steps)
-    kw = dict(grad_clip=tc.grad_clip, ema_decay=tc.ema_decay)
+def make_variant(name: str, base: session.Session):
+    """(session, precision, channels_last input) of one variant, on a copy of base's weights."""
+    tc = base.cfg.train
     if name == "reference-fp32":
-        return ReferenceStep(model, ema, opt, sched, precision="fp32", **kw), "fp32", False
+        return base.fork(step="reference", precision="fp32"), "fp32", False
     if name.startswith("eager-bf16"):
+        s = base.fork(step="reference", precision="bf16")
         cl = name.endswith("-cl")
         if cl:
-            model.to(memory_format=torch.channels_last)
-        return ReferenceStep(model, ema, opt, sched, precision="bf16", **kw), "bf16", cl
-    step = FastStep(
-        model, ema, opt, sched, precision=tc.precision, compile_mode=tc.compile_mode, **kw
-    )
-    return step, ("bf16" if uses_bf16(device, tc.precision) else "fp32"), step.channels_last
+            s.method.to(memory_format=torch.channels_last)
+        return s, "bf16", cl
+    s = base.fork(step="fast")
+    return s, ("bf16" if uses_bf16(s.device, tc.precision) else "fp32"), s.step.channels_last
 
 
 def main(argv=None) -> None:
@@ -82,7 +67,7 @@ def main(argv=None) -> None:
     sets = list(a.overrides) + ([f"train.batch_size={a.batch_size}"] if a.batch_size else [])
     cfg = load_config(a.config, sets)
     tc = cfg.train
-    device = pick_device(tc.device)
+    device = session.pick_device(tc.device)
     wanted = [v for v in a.variants.split(",") if v]
     unknown = set(wanted) - set(VARIANTS)
     if unknown:
@@ -92,25 +77,19 @@ def main(argv=None) -> None:
             print(f"skipping {name}: no native bf16 on this device", file=sys.stderr)
             wanted.remove(name)
 
-    torch.manual_seed(tc.seed)
-    next_batch, data_note = batches(cfg, device, a.data)
+    base = session.build(cfg, data="none" if a.data == "synthetic" else "optional")
+    if a.data == "synthetic":
+        base.data_note = "--data synthetic"
+    next_batch, data_note = base.batches()
     pool = [next_batch() for _ in range(4)]
-    base = ArcDAE(cfg).to(device)
-    flops = count_flops(
-        base,
-        pool[0],
-        base.draw_inputs(pool[0], torch.Generator(device=device).manual_seed(0)),
-        "fp32",
-    )
-    steps = {name: make_variant(name, cfg, base, device) for name in wanted}
+    flops = count_flops(base.method, pool[0], base.inputs(pool[0], 0), "fp32")
+    steps = {name: make_variant(name, base) for name in wanted}
 
     def run(name: str, i: int) -> None:
-        fn, _, cl = steps[name]
+        s, _, cl = steps[name]
         x0 = pool[i % len(pool)]
         x0 = x0.contiguous(memory_format=torch.channels_last) if cl else x0.contiguous()
-        seed = step_seed(tc.seed, i)
-        torch.manual_seed(seed)
-        fn(x0, fn.model.draw_inputs(x0, torch.Generator(device=device).manual_seed(seed)), i)
+        s.step(x0, s.inputs(x0, i), i)
 
     warm = {}
     for name in wanted:
@@ -132,8 +111,9 @@ def main(argv=None) -> None:
                 times[name].append((time.perf_counter() - t0) * 1e3)
                 i += 1
     mem = {n: None if a.no_memory else peak_bytes(lambda n=n: run(n, i), device) for n in wanted}
+    method = cfg.method.name
 
-    shape = f"{Path(a.config).stem} B{tc.batch_size} {cfg.data.resolution}px"
+    shape = f"{Path(a.config).stem} ({method}) B{tc.batch_size} {cfg.data.resolution}px"
     base_ips = None
     rows = []
     for name in wanted:

@@ -1,11 +1,13 @@
-// arcdae_fast._C: the operator schemas, in one place (torchvision-style).
-// CPU kernels: csrc/cpu/*.cpp (TORCH_LIBRARY_IMPL(arcdae_fast, CPU, m)).
+// arcdae_fast._C: the operator schemas, in one place (torchvision-style), in the namespace
+// arcdae_fast_C: <op>_forward / <op>_backward, <op> being the one name of the op everywhere
+// (arcdae_fast/ops/<op>.py registers the custom ops arcdae_fast::<op> over these).
+// CPU kernels: csrc/cpu/<op>.cpp (TORCH_LIBRARY_IMPL(arcdae_fast_C, CPU, m)).
 // CUDA kernels: csrc/cuda/*.cu (no torch headers) + csrc/cuda/bindings.cpp (CUDA key).
 // These are the primitives behind the Python custom ops in arcdae_fast/ops/ (backends
 // "cpp" and "cuda"); shapes and dtypes are validated there, and again here.
 #include <torch/library.h>
 
-TORCH_LIBRARY(arcdae_fast, m) {
+TORCH_LIBRARY(arcdae_fast_C, m) {
   // AdaGN: y = SiLU(h), h = (((x - mean) * rstd * w + b) * (1 + scale) + shift) * (1 + zscale)
   // with GroupNorm statistics per (sample, group). Returns (y, mean (B, G), rstd (B, G), sig):
   // sig = sigmoid(h) like x where the backend saves it for backward (CPU, float32: the
@@ -22,8 +24,8 @@ TORCH_LIBRARY(arcdae_fast, m) {
         "int seed, int offset) -> (Tensor, Tensor, Tensor)");
   // InfoNCE primitives (see arcdae_fast/ops/infonce.py): row log-sum-exp of the logits
   // s_ij = <q_i, k_j> inv_q_i inv_k_j scale, and the normalized-row gradient, tile by tile.
-  m.def("infonce_lse_rows(Tensor q, Tensor k, Tensor inv_q, Tensor inv_k, float scale) -> Tensor");
-  m.def("infonce_grad_rows(Tensor q, Tensor k, Tensor inv_q, Tensor inv_k, float scale, "
+  m.def("infonce_forward(Tensor q, Tensor k, Tensor inv_q, Tensor inv_k, float scale) -> Tensor");
+  m.def("infonce_backward(Tensor q, Tensor k, Tensor inv_q, Tensor inv_k, float scale, "
         "Tensor? lse_own, Tensor? c_own, Tensor? lse_other, Tensor? c_other) -> Tensor");
   // Attention pooling primitives with folded queries qk (K, C): (out, lse) and (dx, dqk).
   m.def("attn_pool_forward(Tensor x, Tensor qk) -> (Tensor, Tensor)");

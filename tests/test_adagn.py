@@ -156,19 +156,22 @@ def test_opcheck(backend):
         torch.randn(*s, device=DEVICE, requires_grad=True)
         for s in ((8,), (8,), (2, 8), (2, 8), (2, 8))
     ]
-    torch.library.opcheck(torch.ops.arcdae_fast.adagn_fused.default, (x, *p, 4, 1e-5, backend))
+    torch.library.opcheck(torch.ops.arcdae_fast.adagn.default, (x, *p, 4, 1e-5, backend))
     torch.library.opcheck(
-        torch.ops.arcdae_fast.adagn_fused.default,
+        torch.ops.arcdae_fast.adagn.default,
         (x.to(memory_format=torch.channels_last), None, None, p[2], p[3], None, 2, 1e-5, backend),
     )
 
 
 @pytest.mark.parametrize("backend", FAST)
 def test_compiled_unet_block_uses_one_adagn_node(backend):
+    """The model picks the backend up from the process-level setting (use_backend), also
+    inside a compiled graph."""
     from arcdae_fast.models.layers import ResBlock
+    from arcdae_fast.ops import use_backend
 
     torch._dynamo.reset()
-    block = ResBlock(8, 8, emb_ch=16, z_ch=6, max_groups=4, adagn_backend=backend).to(DEVICE)
+    block = ResBlock(8, 8, emb_ch=16, z_ch=6, max_groups=4).to(DEVICE)
     torch.nn.init.normal_(block.out_conv.weight, std=0.1)
     x = torch.randn(2, 8, 6, 6, device=DEVICE)
     emb, z = torch.randn(2, 16, device=DEVICE), torch.randn(2, 6, device=DEVICE)
@@ -178,13 +181,14 @@ def test_compiled_unet_block_uses_one_adagn_node(backend):
         seen.append(gm)
         return gm
 
-    compiled = torch.compile(block, backend=backend_fn, fullgraph=True)
-    out = compiled(x, emb, z)
-    torch.testing.assert_close(out, block(x, emb, z))
-    nodes = [n.target for n in seen[0].graph.nodes if n.op == "call_function"]
-    fused = (torch.ops.arcdae_fast.adagn_fused, torch.ops.arcdae_fast.adagn_fused.default)
-    assert sum(t in fused for t in nodes) == 1, nodes
-    real = torch.compile(block, fullgraph=True)  # and through Inductor, forward + backward
-    out = real(x, emb, z)
-    out.square().mean().backward()
+    with use_backend(f"adagn={backend}"):
+        compiled = torch.compile(block, backend=backend_fn, fullgraph=True)
+        out = compiled(x, emb, z)
+        torch.testing.assert_close(out, block(x, emb, z))
+        nodes = [n.target for n in seen[0].graph.nodes if n.op == "call_function"]
+        fused = (torch.ops.arcdae_fast.adagn, torch.ops.arcdae_fast.adagn.default)
+        assert sum(t in fused for t in nodes) == 1, nodes
+        real = torch.compile(block, fullgraph=True)  # and through Inductor, forward + backward
+        out = real(x, emb, z)
+        out.square().mean().backward()
     assert block.emb.weight.grad is not None and torch.isfinite(block.emb.weight.grad).all()

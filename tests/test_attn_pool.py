@@ -114,7 +114,7 @@ from hypothesis import given, settings  # noqa: E402
 
 from arcdae_fast.ops import attn_pool as attn_pool_mod  # noqa: E402
 
-FAST = fast_backends("attention_pool")
+FAST = fast_backends("attn_pool")
 
 
 def run_case(b, n, c, k, dk, backend, dtype, seed=0, noncontig=False, scale=1.0):
@@ -173,7 +173,7 @@ def test_opcheck(backend):
     x = torch.randn(2, 6, 5, device=DEVICE, requires_grad=True)
     q = torch.randn(3, 4, device=DEVICE, requires_grad=True)
     w = torch.randn(4, 5, device=DEVICE, requires_grad=True)
-    torch.library.opcheck(torch.ops.arcdae_fast.attention_pool_fwd.default, (x, q, w, 0.5, backend))
+    torch.library.opcheck(torch.ops.arcdae_fast.attn_pool.default, (x, q, w, 0.5, backend))
 
 
 @pytest.mark.parametrize("backend", FAST)

@@ -184,7 +184,7 @@ from hypothesis import given, settings  # noqa: E402
 from arcdae_fast.ops import augment as augment_mod  # noqa: E402
 from arcdae_fast.ops import timestep_augment_with_noise  # noqa: E402
 
-FAST = fast_backends("timestep_augment")
+FAST = fast_backends("augment")
 
 
 def fast_case(b, h, w, backend, dtype, seed=0, channels_last=False, strength=None):
@@ -241,11 +241,9 @@ def test_opcheck(backend):
     p = sample_augment_params(torch.rand(2)).to(DEVICE)
     a, s = torch.rand(2, device=DEVICE), torch.rand(2, device=DEVICE)
     torch.library.opcheck(
-        torch.ops.arcdae_fast.timestep_augment.default, (x, p, a, s, torch.randn_like(x), backend)
+        torch.ops.arcdae_fast.augment.default, (x, p, a, s, torch.randn_like(x), backend)
     )
-    torch.library.opcheck(
-        torch.ops.arcdae_fast.timestep_augment_noise.default, (x, p, a, s, 3, 0, backend)
-    )
+    torch.library.opcheck(torch.ops.arcdae_fast.augment_noise.default, (x, p, a, s, 3, 0, backend))
 
 
 @pytest.mark.parametrize("backend", ["reference", *FAST])

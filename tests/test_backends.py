@@ -9,9 +9,7 @@ CPU = torch.device("cpu")
 
 
 def test_auto_picks_the_highest_priority_available_backend():
-    assert {"snr_weighted_infonce", "attention_pool", "timestep_augment", "adagn"} <= set(
-        _backends.ops()
-    )
+    assert {"infonce", "attn_pool", "augment", "adagn"} <= set(_backends.ops())
     for op in _backends.ops():
         for size in (0, 10**12):  # below / above every measured crossover
             usable = {
@@ -42,9 +40,9 @@ def test_forced_backend_that_cannot_run_lists_reasons():
         match=r"backend 'triton' \(from argument 'backend'\) "
         r"cannot run on cpu/float64: dtype float64",
     ):
-        _backends.resolve("snr_weighted_infonce", "triton", CPU, torch.float64)
+        _backends.resolve("infonce", "triton", CPU, torch.float64)
     with pytest.raises(RuntimeError, match="device 'mps' not supported|Triton has no backend"):
-        _backends.resolve("attention_pool", "triton", torch.device("mps"), torch.float32)
+        _backends.resolve("attn_pool", "triton", torch.device("mps"), torch.float32)
 
 
 def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
@@ -58,13 +56,13 @@ def test_environment_override(monkeypatch):
     monkeypatch.setenv("ARCDAE_FAST_BACKEND", "triton")
     if not kernels.INTERPRET:
         pytest.skip("needs the Triton interpreter on this CPU test machine")
-    assert _backends.resolve("attention_pool", "auto", CPU, torch.float32).name == "triton"
-    assert _backends.resolve("attention_pool", "reference", CPU, torch.float32).name == (
+    assert _backends.resolve("attn_pool", "auto", CPU, torch.float32).name == "triton"
+    assert _backends.resolve("attn_pool", "reference", CPU, torch.float32).name == (
         "reference"
     )  # an explicit argument wins
-    monkeypatch.setenv("ARCDAE_FAST_BACKEND", "attention_pool=reference,timestep_augment=triton")
-    assert _backends.resolve("attention_pool", "auto", CPU, torch.float32).name == "reference"
-    assert _backends.resolve("timestep_augment", "auto", CPU, torch.float32).name == "triton"
+    monkeypatch.setenv("ARCDAE_FAST_BACKEND", "attn_pool=reference,augment=triton")
+    assert _backends.resolve("attn_pool", "auto", CPU, torch.float32).name == "reference"
+    assert _backends.resolve("augment", "auto", CPU, torch.float32).name == "triton"
     assert _backends.resolve("adagn", "auto", CPU, torch.float64).name == "reference"
     monkeypatch.setenv("ARCDAE_FAST_BACKEND", "cudnn")
     with pytest.raises(
@@ -110,19 +108,11 @@ def _fast(op):
     return fast_backends(op)
 
 
-@pytest.mark.parametrize(
-    "op,module",
-    [
-        ("snr_weighted_infonce", "infonce"),
-        ("attention_pool", "attn_pool"),
-        ("timestep_augment", "augment"),
-        ("adagn", "adagn"),
-    ],
-)
-def test_every_selfcheck_passes_for_working_backends(op, module):
+@pytest.mark.parametrize("op", ["infonce", "attn_pool", "augment", "adagn"])
+def test_every_selfcheck_passes_for_working_backends(op):
     import importlib
 
-    check = importlib.import_module(f"arcdae_fast.ops.{module}")._selfcheck
+    check = importlib.import_module(f"arcdae_fast.ops.{op}")._selfcheck
     for backend in _fast(op):
         assert check(backend, CPU) is None, (op, backend)
 
@@ -148,3 +138,91 @@ def test_a_failing_selfcheck_disables_the_backend(monkeypatch):
     with pytest.raises(RuntimeError, match="max error"):
         adagn_fn(x, None, None, s, s, groups=2, backend="cpp")
     assert _backends.selfcheck_results()[("adagn", "cpp", "cpu")].startswith("failed")
+
+
+def test_process_level_choice_precedence(monkeypatch):
+    """argument > innermost use_backend > set_backend (ops.backend) > ARCDAE_FAST_BACKEND."""
+    from arcdae_fast.ops import set_backend, use_backend
+
+    monkeypatch.setenv("ARCDAE_FAST_BACKEND", "adagn=cpp")
+    try:
+        assert _backends.resolve("adagn", "auto", CPU, torch.float32).name == "cpp"
+        set_backend("reference")
+        assert _backends.resolve("adagn", "auto", CPU, torch.float32).name == "reference"
+        with use_backend("adagn=cpp"):
+            assert _backends.resolve("adagn", "auto", CPU, torch.float32).name == "cpp"
+            with use_backend("infonce=reference"):  # says nothing about adagn: the outer block
+                assert _backends.resolve("adagn", "auto", CPU, torch.float32).name == "cpp"
+            assert _backends.resolve("adagn", "reference", CPU, torch.float32).name == "reference"
+        with pytest.raises(RuntimeError, match=r"backend 'cpp' \(from ops.backend\)"):
+            set_backend("cpp")
+            _backends.resolve("adagn", "auto", CPU, torch.float64)
+    finally:
+        set_backend("auto")
+    assert _backends.resolve("adagn", "auto", CPU, torch.float32).name == "cpp"  # env again
+
+
+@pytest.mark.parametrize(
+    "spec,match",
+    [
+        ("infonce=triton,attn_pol=reference", r"unknown op 'attn_pol'; ops: adagn, attn_pool"),
+        ("snr_weighted_infonce=triton", r"the op of snr_weighted_infonce\(\) is named 'infonce'"),
+        ("adagn=triton", r"unknown backend 'triton' for op 'adagn'; known: auto, cpp, cuda"),
+        ("adagn", r"unknown backend 'adagn'"),
+        ("infonce=", r"'infonce=' must look like op=backend"),
+    ],
+)
+def test_a_bad_spec_is_an_error_naming_the_part(spec, match, monkeypatch):
+    """Unknown op names are errors (they used to be ignored silently), from the environment
+    variable and from use_backend alike."""
+    from arcdae_fast.ops import use_backend
+
+    monkeypatch.setenv("ARCDAE_FAST_BACKEND", spec)
+    with pytest.raises(ValueError, match=match):
+        _backends.resolve("adagn", "auto", CPU, torch.float32)
+    with pytest.raises(ValueError, match="environment variable ARCDAE_FAST_BACKEND"):
+        _backends.resolve("infonce", "auto", CPU, torch.float32)
+    monkeypatch.delenv("ARCDAE_FAST_BACKEND")
+    with pytest.raises(ValueError, match=match), use_backend(spec):
+        pass
+
+
+def test_bad_environment_spec_stops_the_trainer_cleanly(tmp_path):
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "ARCDAE_FAST_BACKEND": "infonce=triton,augmnt=cpp"}
+    r = subprocess.run(
+        [sys.executable, "-m", "arcdae_fast.train", "--config", "quickstart.yaml"]
+        + ["--out", str(tmp_path / "q"), "--max-steps", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "unknown op 'augmnt'" in r.stderr and "environment variable" in r.stderr
+
+
+def test_one_op_one_name_everywhere():
+    """registry key = file name (ops/, kernels/, csrc/cpu/) = custom op = C++ schema = test =
+    bench (DESIGN.md)."""
+    from pathlib import Path
+
+    from arcdae_fast.ops import _ext
+
+    root = Path(__file__).resolve().parents[1]
+    for op in _backends.ops():
+        table = _backends.backends(op)
+        assert (root / "arcdae_fast" / "ops" / f"{op}.py").is_file(), op
+        assert (root / "tests" / f"test_{op}.py").is_file(), op
+        assert (root / "bench" / f"bench_{op}.py").is_file(), op
+        assert hasattr(torch.ops.arcdae_fast, op), op  # the custom op
+        if "triton" in table:
+            assert (root / "kernels" / f"{op}.py").is_file(), op
+        if "cpp" in table:
+            assert (root / "csrc" / "cpu" / f"{op}.cpp").is_file(), op
+            if _ext.load_error() is None:
+                assert hasattr(torch.ops.arcdae_fast_C, f"{op}_forward"), op
+        if "cuda" in table:
+            assert (root / "csrc" / "cuda" / f"{op}.cu").is_file(), op

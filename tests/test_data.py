@@ -16,7 +16,8 @@ from arcdae_fast.data.datasets import (
     list_images,
     load_image,
 )
-from arcdae_fast.data.loader import ResumableBatchSampler, build_dataset, build_loader
+from arcdae_fast.data.loader import build_dataset, build_loader
+from arcdae_fast.data.sampler import ResumableBatchSampler
 
 
 def test_synthetic_dataset_on_disk(synth_root):

@@ -12,7 +12,12 @@ from arcdae_fast import checkpoint
 from arcdae_fast.train import main
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
-SETS = ["model.dropout=0", "train.precision=fp32", "train.sample_every=0", "train.log_every=1"]
+SETS = [
+    "model.denoiser.dropout=0",
+    "train.precision=fp32",
+    "train.sample_every=0",
+    "train.log_every=1",
+]
 
 
 def torchrun(cfg_file, out, *extra):

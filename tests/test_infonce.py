@@ -157,7 +157,7 @@ from hypothesis import given, settings  # noqa: E402
 
 from arcdae_fast.ops import infonce as infonce_mod  # noqa: E402
 
-FAST = fast_backends("snr_weighted_infonce")
+FAST = fast_backends("infonce")
 
 
 def run_case(
@@ -230,13 +230,11 @@ def test_fast_backend_fuzz(backend, n, d, symmetric, normalize, seed):
 def test_opcheck(backend):
     q = torch.randn(9, 6, device=DEVICE, requires_grad=True)
     k = torch.randn(9, 6, device=DEVICE, requires_grad=True)
-    torch.library.opcheck(
-        torch.ops.arcdae_fast.infonce_rows.default, (q, k, 0.1, True, True, backend)
-    )
+    torch.library.opcheck(torch.ops.arcdae_fast.infonce.default, (q, k, 0.1, True, True, backend))
     g = torch.randn(9, device=DEVICE)
     lse = torch.randn(9, device=DEVICE)
     torch.library.opcheck(
-        torch.ops.arcdae_fast.infonce_rows_backward.default,
+        torch.ops.arcdae_fast.infonce_backward.default,
         (g, q.detach(), k.detach(), lse, lse, 0.1, True, True, backend, True, True),
     )
 

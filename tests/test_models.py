@@ -3,12 +3,20 @@ from conftest import tiny_raw
 
 from arcdae_fast.config import from_dict
 from arcdae_fast.ema import frozen_copy
-from arcdae_fast.objective import TERMS, ArcDAE, build_denoiser, build_encoder
+from arcdae_fast.methods import build
+from arcdae_fast.methods.arcdae import ArcDAE
+from arcdae_fast.models import build_denoiser, build_encoder
 from arcdae_fast.step import ReferenceStep, build_optimizer
 
 
+def builders(cfg):
+    parts = (cfg.method.num_parts, cfg.method.part_key_dim, cfg.method.part_dim)
+    enc = build_encoder(cfg.model.encoder, cfg.data.resolution, parts)
+    return enc, build_denoiser(cfg.model.denoiser, cfg.data.resolution, cfg.model.encoder.z_dim)
+
+
 def test_shapes(tiny_cfg):
-    enc, unet = build_encoder(tiny_cfg), build_denoiser(tiny_cfg)
+    enc, unet = builders(tiny_cfg)
     x = torch.randn(3, 3, 16, 16)
     codes = enc(x)
     assert codes.holo.shape == (3, 16) and codes.part.shape == (3, 2, 8)
@@ -29,7 +37,7 @@ def test_ffhq128_sizes_match_diffae():
         }
     )
     with torch.device("meta"):
-        unet, enc = build_denoiser(cfg), build_encoder(cfg)
+        enc, unet = builders(cfg)
     n_unet = sum(p.numel() for p in unet.parameters())
     n_enc = sum(p.numel() for p in enc.parameters())
     # DiffAE's FFHQ-128 U-Net is ~1e8 parameters; the encoder feature map is 4x4x512.
@@ -39,7 +47,7 @@ def test_ffhq128_sizes_match_diffae():
 
 def test_zero_init_output_and_conditioning_path(tiny_cfg):
     torch.manual_seed(0)
-    unet = build_denoiser(tiny_cfg)
+    unet = builders(tiny_cfg)[1]
     x, t = torch.randn(2, 3, 16, 16), torch.tensor([10, 900])
     assert unet(x, t, torch.randn(2, 16)).abs().max() == 0  # zero-initialised output conv
     torch.nn.init.normal_(unet.out_conv.weight)
@@ -55,20 +63,29 @@ def test_objective_terms_and_presets(tiny_cfg):
     x0 = torch.rand(8, 3, 16, 16) * 2 - 1
     inp = model.draw_inputs(x0, torch.Generator().manual_seed(0))
     out = model(x0, inp)
-    assert set(out) == set(TERMS)
+    assert set(out) == set(model.terms())
+    assert model.terms() == (
+        "loss",
+        "loss_diff",
+        "loss_align",
+        "loss_holo",
+        "loss_part",
+        "loss_jac",
+    )
     assert all(torch.isfinite(v) and v.dim() == 0 for v in out.values())
     assert out["loss_holo"] > 0 and out["loss_part"] > 0 and out["loss_jac"] > 0
-    o = tiny_cfg.objective
+    o = tiny_cfg.method
     torch.testing.assert_close(
         out["loss"],
         out["loss_diff"] + o.lambda_align * out["loss_align"] + o.lambda_jac * out["loss_jac"],
     )
     raw = tiny_raw(tiny_cfg.data.root)
-    raw["objective"] = {"preset": "diffae"}
-    base = ArcDAE(from_dict(raw))
-    assert base.teacher is None
+    raw["method"] = {"name": "diffae"}
+    base = build(from_dict(raw))
+    assert not hasattr(base, "teacher") and base.encoder.part_head is None
     out = base(x0, base.draw_inputs(x0, torch.Generator().manual_seed(0)))
-    assert out["loss_align"] == 0 and out["loss_jac"] == 0 and out["loss"] == out["loss_diff"]
+    assert set(out) == set(base.terms()) == {"loss", "loss_diff"}  # no terms of zeros
+    assert out["loss"] == out["loss_diff"]
 
 
 def test_teacher_gets_no_gradient_and_tracks_student(tiny_cfg):
@@ -81,7 +98,7 @@ def test_teacher_gets_no_gradient_and_tracks_student(tiny_cfg):
     x0 = torch.rand(8, 3, 16, 16) * 2 - 1
     before = [p.clone() for p in model.teacher.parameters()]
     step(x0, model.draw_inputs(x0, torch.Generator().manual_seed(0)), 0)
-    m = tiny_cfg.objective.teacher_momentum
+    m = tiny_cfg.method.teacher_momentum
     for b, t, s in zip(before, model.teacher.parameters(), model.encoder.parameters()):
         assert t.grad is None
         torch.testing.assert_close(t, m * b + (1 - m) * s)

@@ -8,8 +8,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from arcdae_fast.config import list_presets
+from arcdae_fast.methods.arcdae import ArcDAE
 from arcdae_fast.ops import attention_pool, snr_weighted_infonce
-from arcdae_fast.phases import FORWARD, PREFIX
+from arcdae_fast.phases import PREFIX
 from arcdae_fast.profile import main
 
 KEYS = {"img_per_s", "ms_per_step", "peak_mem_bytes", "flops_per_step", "mfu", "phases"}
@@ -27,10 +28,10 @@ def test_profile_reference_step_json_trace_and_phases(tiny_config_file, tmp_path
     assert r["img_per_s"] == pytest.approx(8 * 1e3 / r["ms_per_step"], rel=0.5)
     assert r["mfu"] == pytest.approx(r["flops_per_step"] / (r["ms_per_step"] / 1e3) / 2e12)
     ph = r["phases"]
-    for name in ("data", "draw inputs", "forward", "backward", "optimizer", "ema", *FORWARD):
+    for name in ("data", "draw inputs", "forward", "backward", "optimizer", "ema", *ArcDAE.PHASES):
         assert ph[name]["ms_per_step"] > 0, name
     assert ph["denoiser bwd"]["ms_per_step"] > 0
-    inner = sum(ph[n]["ms_per_step"] for n in FORWARD)
+    inner = sum(ph[n]["ms_per_step"] for n in ArcDAE.PHASES)
     assert inner <= ph["forward"]["ms_per_step"] * 1.01
     assert ph["denoiser bwd"]["ms_per_step"] < ph["backward"]["ms_per_step"]
     assert r["top_ops"] and "convolution" in " ".join(o["name"] for o in r["top_ops"])
@@ -46,7 +47,7 @@ def test_profile_flops_follow_the_jacobian_schedule(tiny_config_file, tmp_path):
         assert main([*argv, "--warmup", "0", "--json", str(js), *sets]) == 0
         return json.loads(js.read_text())["flops_per_step"]
 
-    every, lazy, off = flops(), flops("objective.jac_every=2"), flops("objective.lambda_jac=0")
+    every, lazy, off = flops(), flops("method.jac_every=2"), flops("method.lambda_jac=0")
     assert off < lazy < every
     assert lazy == pytest.approx((every + off) / 2)
 
@@ -78,11 +79,11 @@ def test_custom_op_flop_formulas_match_the_reference():
     q, k = (torch.randn(64, 32, generator=g, requires_grad=True) for _ in range(2))
     x = torch.randn(4, 16, 24, generator=g, requires_grad=True)
     pq, pw = torch.randn(3, 8, requires_grad=True), torch.randn(8, 24, requires_grad=True)
-    for be in fast_backends("snr_weighted_infonce"):
+    for be in fast_backends("infonce"):
         want = count(lambda: snr_weighted_infonce(q, k, symmetric=True).backward())
         got = count(lambda be=be: snr_weighted_infonce(q, k, symmetric=True, backend=be).backward())
         assert got == want == 6 * 64 * 64 * 32
-    for be in fast_backends("attention_pool"):
+    for be in fast_backends("attn_pool"):
         want = count(lambda: attention_pool(x, pq, pw, backend="reference").sum().backward())
         got = count(lambda be=be: attention_pool(x, pq, pw, backend=be).sum().backward())
         assert got == want > 0

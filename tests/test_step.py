@@ -16,7 +16,7 @@ import torch
 
 from arcdae_fast.config import ConfigError, from_dict
 from arcdae_fast.ema import frozen_copy
-from arcdae_fast.objective import TERMS, ArcDAE
+from arcdae_fast.methods.arcdae import ArcDAE
 from arcdae_fast.step import FastStep, ReferenceStep, build_optimizer, native_bf16
 from arcdae_fast.train import main
 
@@ -40,7 +40,7 @@ def test_fast_step_matches_reference_terms_gradients_and_update(synth_root):
     from conftest import tiny_raw
 
     raw = tiny_raw(synth_root)
-    raw["model"]["dropout"] = 0.0
+    raw["model"]["denoiser"]["dropout"] = 0.0
     cfg = from_dict(raw)
     torch.manual_seed(0)
     ref_model = ArcDAE(cfg)
@@ -50,11 +50,11 @@ def test_fast_step_matches_reference_terms_gradients_and_update(synth_root):
     g = torch.Generator().manual_seed(1)
     x0 = torch.rand(8, 3, 16, 16, generator=g) * 2 - 1
     inputs = ref_model.draw_inputs(x0, g)
-    assert ref_model.jac_due(0)  # step 0 computes every term
+    assert ref_model.flags(0) == {"jac": True}  # step 0 computes every term
 
     want = ref(x0, inputs, 0)
     got = fast(x0, inputs, 0)
-    for k in (*TERMS, "grad_norm"):
+    for k in (*ref_model.terms(), "grad_norm"):
         assert want[k].item() != 0.0, k  # every term is live
         tol = JAC_RTOL if k in ("loss_jac", "loss") else LOSS_RTOL
         assert rel_err(got[k], want[k]) <= tol, (k, got[k].item(), want[k].item())
@@ -93,7 +93,7 @@ def test_fast_step_in_bf16_is_as_accurate_as_the_reference_in_bf16(synth_root):
     from conftest import tiny_raw
 
     raw = tiny_raw(synth_root)
-    raw["model"]["dropout"] = 0.0
+    raw["model"]["denoiser"]["dropout"] = 0.0
     cfg = from_dict(raw)
     g = torch.Generator().manual_seed(1)
     x0 = torch.rand(8, 3, 16, 16, generator=g) * 2 - 1
@@ -120,18 +120,23 @@ def test_fast_step_in_bf16_is_as_accurate_as_the_reference_in_bf16(synth_root):
 
 def test_fast_step_refuses_jvp(tiny_cfg):
     raw = tiny_cfg.to_dict()
-    raw["objective"]["jac_estimator"] = "jvp"
+    raw["method"]["jac_estimator"] = "jvp"
     cfg = from_dict(raw)  # the tests' config runs the reference step
     with pytest.raises(ValueError, match="jac_estimator=fd"):
         make(cfg, FastStep, ArcDAE(cfg))
     raw["train"]["step"] = "fast"
-    with pytest.raises(ConfigError, match="train.step=fast needs objective.jac_estimator=fd"):
+    with pytest.raises(ConfigError, match="train.step=fast needs method.jac_estimator=fd"):
         from_dict(raw)
 
 
 def curve(cfg_file, out, step):
     argv = ["--config", str(cfg_file), "--out", str(out), "--no-progress", "--max-steps", "30"]
-    sets = [f"train.step={step}", "train.precision=fp32", "model.dropout=0", "train.log_every=1"]
+    sets = [
+        f"train.step={step}",
+        "train.precision=fp32",
+        "model.denoiser.dropout=0",
+        "train.log_every=1",
+    ]
     sets += ["train.sample_every=0", "train.ckpt_every=30"]
     assert main([*argv, *sets]) == 0
     return [json.loads(ln)["loss"] for ln in (out / "metrics.jsonl").read_text().splitlines()]

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from arcdae_fast import checkpoint
-from arcdae_fast.objective import ArcDAE
+from arcdae_fast.methods.arcdae import ArcDAE
 from arcdae_fast.train import main
 
 REQUIRED = {"step", "loss", "loss_diff", "loss_align", "loss_jac", "img_per_s"}

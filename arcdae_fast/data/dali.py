@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .datasets import DataError, ImageDataset, Skipped
-from .loader import ResumableBatchSampler
+from .sampler import ResumableBatchSampler
 
 
 def dali_available() -> str | None:

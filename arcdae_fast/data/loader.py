@@ -1,22 +1,16 @@
-"""Build the training dataset and the PyTorch DataLoader from the `data` config section.
-
-The batch order is a pure function of (seed, step): each epoch is a fresh permutation of the
-dataset drawn from seed + epoch, cut into full global batches (the remainder of an epoch is
-dropped, and a different one each epoch), so a resumed run sees exactly the batches it would
-have seen without stopping. With world_size > 1 each rank takes its slice of every global
-batch.
-"""
+"""Build the training dataset and its input pipeline (DALI or the PyTorch DataLoader) from the
+`data` config section. Both pipelines take their batches from `ResumableBatchSampler`
+(sampler.py), so they deliver the same batches and resume exactly."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..config import DataConfig
-from . import synthetic
+from . import dali, synthetic
 from ._prepare_worker import CELEBA_CROP_BOX
 from .datasets import (
     CELEBA_HELP,
@@ -27,49 +21,7 @@ from .datasets import (
     collate,
     list_images,
 )
-
-
-class ResumableBatchSampler(torch.utils.data.Sampler):
-    """Yields lists of (index, flip) for steps start_step, start_step + 1, ... forever."""
-
-    def __init__(
-        self,
-        n: int,
-        batch_size: int,
-        *,
-        seed: int = 0,
-        start_step: int = 0,
-        flip: bool = False,
-        rank: int = 0,
-        world_size: int = 1,
-    ):
-        global_batch = batch_size * world_size
-        if n < global_batch:
-            raise DataError(
-                f"the dataset has {n} images, fewer than one global batch "
-                f"(train.batch_size={batch_size} x {world_size} rank(s))"
-            )
-        self.n, self.batch, self.seed, self.start = n, batch_size, seed, start_step
-        self.flip, self.rank, self.world = flip, rank, world_size
-        self.per_epoch = n // global_batch
-
-    def batch_at(self, step: int) -> list[tuple[int, bool]]:
-        epoch, k = divmod(step, self.per_epoch)
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        perm = torch.randperm(self.n, generator=g)
-        flips = torch.rand(self.n, generator=g) < 0.5
-        lo = (k * self.world + self.rank) * self.batch
-        idx = perm[lo : lo + self.batch]
-        return [(int(i), bool(flips[i]) and self.flip) for i in idx]
-
-    def __iter__(self) -> Iterator[list[tuple[int, bool]]]:
-        step = self.start
-        while True:
-            yield self.batch_at(step)
-            step += 1
-
-    def __len__(self) -> int:  # infinite stream; DataLoader only needs a number
-        return 2**62
+from .sampler import ResumableBatchSampler
 
 
 def default_root(cfg: DataConfig) -> Path:
@@ -117,12 +69,10 @@ def make_loader(
 ) -> tuple[Any, str]:
     """The input pipeline data.loader asks for: (iterable of batches, description). auto:
     DALI when importable (GPU decoding on CUDA), else the torch DataLoader."""
-    from .dali import DaliLoader, dali_available
-
     device = torch.device(device)
-    use_dali = cfg.loader == "dali" or (cfg.loader == "auto" and dali_available() is None)
+    use_dali = cfg.loader == "dali" or (cfg.loader == "auto" and dali.dali_available() is None)
     if use_dali:
-        loader = DaliLoader(
+        loader = dali.DaliLoader(
             dataset,
             batch_size,
             seed=seed,
@@ -138,7 +88,7 @@ def make_loader(
         )
         where = "GPU (nvJPEG)" if device.type == "cuda" else "CPU"
         return loader, f"DALI, decoding on the {where}"
-    why = "" if cfg.loader == "torch" else f" ({dali_available()})"
+    why = "" if cfg.loader == "torch" else f" ({dali.dali_available()})"
     return build_loader(
         dataset,
         cfg,

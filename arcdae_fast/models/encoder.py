@@ -29,12 +29,11 @@ class SemanticEncoder(nn.Module):
         num_res_blocks: int = 2,
         attn_resolutions: tuple[int, ...] = (16,),
         z_dim: int = 512,
-        num_parts: int = 8,
+        num_parts: int = 0,
         part_key_dim: int = 64,
         part_dim: int = 128,
         head_channels: int = 64,
         max_groups: int = 32,
-        op_backend: str = "auto",
     ):
         super().__init__()
         if resolution % 2 ** (len(channel_mult) - 1):
@@ -53,7 +52,6 @@ class SemanticEncoder(nn.Module):
             dropout=0.0,
             head_channels=head_channels,
             max_groups=max_groups,
-            adagn_backend=op_backend,
         )
         self.middle = Stage(
             ResBlock(ch, ch, max_groups=max_groups),
@@ -61,11 +59,10 @@ class SemanticEncoder(nn.Module):
             ResBlock(ch, ch, max_groups=max_groups),
         )
         self.out_norm = nn.GroupNorm(group_count(ch, max_groups), ch)
-        self.channels = ch
+        self.channels, self.z_dim = ch, z_dim
         self.holo_head = nn.Linear(ch, z_dim)
-        self.part_head = (
-            PartHead(ch, num_parts, part_key_dim, part_dim, op_backend) if num_parts > 0 else None
-        )
+        # ArcDAE's addition (SPEC section 3); num_parts = 0: DiffAE's encoder, no part head
+        self.part_head = PartHead(ch, num_parts, part_key_dim, part_dim) if num_parts > 0 else None
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Feature map h as tokens (B, h*w, C_e)."""

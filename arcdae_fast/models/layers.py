@@ -46,7 +46,6 @@ class ResBlock(nn.Module):
         z_ch: int | None = None,
         dropout: float = 0.0,
         max_groups: int = 32,
-        adagn_backend: str = "auto",
     ):
         super().__init__()
         self.in_norm = nn.GroupNorm(group_count(in_ch, max_groups), in_ch)
@@ -57,7 +56,6 @@ class ResBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.out_conv = zero_module(nn.Conv2d(out_ch, out_ch, 3, padding=1))
         self.skip = nn.Identity() if in_ch == out_ch else nn.Conv2d(in_ch, out_ch, 1)
-        self.adagn_backend = adagn_backend
 
     def forward(
         self, x: torch.Tensor, emb: torch.Tensor | None = None, z: torch.Tensor | None = None
@@ -77,7 +75,6 @@ class ResBlock(nn.Module):
                 zscale,
                 groups=n.num_groups,
                 eps=n.eps,
-                backend=self.adagn_backend,
             )
         else:
             h = F.silu(self.out_norm(h))
@@ -145,18 +142,11 @@ def down_path(
     dropout: float,
     head_channels: int,
     max_groups: int,
-    adagn_backend: str,
 ) -> tuple[nn.ModuleList, list[int], int]:
     """ADM's input blocks: conv_in, then per level `num_res` ResBlocks (+ attention at the
     listed resolutions) and a Downsample between levels. Returns the stages, the channel
     count of every skip connection and the final channel count."""
-    rb = dict(
-        emb_ch=emb_ch,
-        z_ch=z_ch,
-        dropout=dropout,
-        max_groups=max_groups,
-        adagn_backend=adagn_backend,
-    )
+    rb = dict(emb_ch=emb_ch, z_ch=z_ch, dropout=dropout, max_groups=max_groups)
     stages = nn.ModuleList([Stage(nn.Conv2d(3, base, 3, padding=1))])
     chans, ch, res = [base], base, resolution
     for level, m in enumerate(mult):

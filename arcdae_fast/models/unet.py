@@ -37,7 +37,6 @@ class UNet(nn.Module):
         z_dim: int = 512,
         head_channels: int = 64,
         max_groups: int = 32,
-        adagn_backend: str = "auto",
     ):
         super().__init__()
         if resolution % 2 ** (len(channel_mult) - 1):
@@ -50,13 +49,7 @@ class UNet(nn.Module):
         self.time_embed = nn.Sequential(
             nn.Linear(base_channels, emb_ch), nn.SiLU(), nn.Linear(emb_ch, emb_ch)
         )
-        rb = dict(
-            emb_ch=emb_ch,
-            z_ch=z_dim,
-            dropout=dropout,
-            max_groups=max_groups,
-            adagn_backend=adagn_backend,
-        )
+        rb = dict(emb_ch=emb_ch, z_ch=z_dim, dropout=dropout, max_groups=max_groups)
         self.down, chans, ch = down_path(
             base_channels,
             channel_mult,

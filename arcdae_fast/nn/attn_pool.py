@@ -14,7 +14,8 @@ class AttentionPool(nn.Module):
     """K learned queries pool N tokens of width C: (B, N, C) -> (B, K, C).
 
     Holds query (K, Dk) and the linear key projection key_weight (Dk, C); the keys are never
-    formed (see `attention_pool`)."""
+    formed (see `attention_pool`). `backend` is the op's argument ("auto": the process-level
+    choice, see arcdae_fast.ops.use_backend)."""
 
     def __init__(
         self, channels: int, num_queries: int = 8, key_dim: int = 64, backend: str = "auto"
@@ -39,10 +40,9 @@ class PartHead(nn.Module):
         num_parts: int = 8,
         key_dim: int = 64,
         part_dim: int = 128,
-        backend: str = "auto",
     ):
         super().__init__()
-        self.pool = AttentionPool(channels, num_parts, key_dim, backend)
+        self.pool = AttentionPool(channels, num_parts, key_dim)
         self.proj = nn.Linear(channels, part_dim)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:

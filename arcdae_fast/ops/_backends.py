@@ -6,9 +6,11 @@ that explains why they cannot run. `resolve()` picks one:
 
 - an explicit `backend=` argument other than "auto" is forced: if it cannot run on the given
   device/dtype, a RuntimeError lists every reason (never a silent fallback);
-- with `backend="auto"`, the environment variable ARCDAE_FAST_BACKEND forces a choice, either
-  for all ops (`ARCDAE_FAST_BACKEND=reference`) or per op
-  (`ARCDAE_FAST_BACKEND=infonce=triton,attn_pool=reference`);
+- with `backend="auto"`, a process-level choice applies: the innermost `use_backend(spec)`
+  block, else `set_backend(spec)` (the trainer's `ops.backend`), else the environment
+  variable ARCDAE_FAST_BACKEND; a spec names one backend for all ops (`reference`) or one
+  per op (`infonce=triton,attn_pool=reference`). An unknown op or backend name in a spec is
+  a ValueError naming it;
 - otherwise the available backend with the highest priority for the device wins. A negative
   priority means "only when forced" (e.g. Triton under TRITON_INTERPRET=1 on CPU, which is
   correct but slow), and a backend may set a minimum work size below which `auto` leaves it
@@ -17,10 +19,11 @@ that explains why they cannot run. `resolve()` picks one:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -148,17 +151,97 @@ def ops() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def _env_choice(op: str) -> str | None:
+# ---- which backend: the process-level setting ---------------------------------------------
+# A spec is "auto", one backend for every op ("reference"), or per op
+# ("infonce=triton,adagn=reference"); parsed into {op or None (every op): backend}.
+Spec = dict  # dict[str | None, str]
+_PROCESS: list[tuple[str, Spec]] = []  # set_backend(): at most one (source, spec)
+_CONTEXTS: list[tuple[str, Spec]] = []  # active use_backend() blocks, innermost last
+_PARSED_ENV: dict[str, Spec] = {}
+
+
+def _known_backends() -> list[str]:
+    return sorted({name for table in _REGISTRY.values() for name in table})
+
+
+def parse_spec(spec: str, source: str) -> Spec:
+    """Validate a backend spec and parse it; ValueError names the source, the bad part and
+    what is valid (an unknown op name is an error, never silently ignored)."""
+    if not isinstance(spec, str):
+        raise TypeError(f"{source}: a backend spec must be a str, got {type(spec).__name__}")
+    spec = spec.strip()
+    if spec in ("", "auto"):
+        return {}
+    if "=" not in spec:
+        if spec not in _known_backends():
+            raise ValueError(
+                f"unknown backend {spec!r} (from {source}); known: "
+                f"{', '.join(['auto', *_known_backends()])}, or per op: "
+                f"'{ops()[0]}=reference,...'"
+            )
+        return {None: spec}
+    out: Spec = {}
+    for item in spec.split(","):
+        op, eq, name = (part.strip() for part in item.partition("="))
+        if not eq or not op or not name:
+            raise ValueError(
+                f"{source}: {item.strip()!r} must look like op=backend (ops: {', '.join(ops())})"
+            )
+        if op not in _REGISTRY:
+            public = {
+                "snr_weighted_infonce": "infonce",
+                "attention_pool": "attn_pool",
+                "timestep_augment": "augment",
+            }
+            hint = f" (the op of {op}() is named {public[op]!r})" if op in public else ""
+            raise ValueError(f"{source}: unknown op {op!r}{hint}; ops: {', '.join(ops())}")
+        if name != "auto" and name not in _REGISTRY[op]:
+            raise ValueError(
+                f"{source}: unknown backend {name!r} for op {op!r}; known: "
+                f"{', '.join(['auto', *sorted(_REGISTRY[op])])}"
+            )
+        if name != "auto":
+            out[op] = name
+    return out
+
+
+def set_backend(spec: str, source: str = "ops.backend") -> None:
+    """The process-level backend choice (the trainer sets it from the config's ops.backend).
+    "auto" clears it, so that ARCDAE_FAST_BACKEND (or the priorities) decide."""
+    parsed = parse_spec(spec, source)
+    _PROCESS.clear()
+    if parsed:
+        _PROCESS.append((source, parsed))
+
+
+@contextlib.contextmanager
+def use_backend(spec: str) -> Iterator[None]:
+    """Within the block, ops called with backend="auto" use `spec` (innermost block wins over
+    set_backend and ARCDAE_FAST_BACKEND; an explicit backend= argument wins over all)."""
+    source = f"use_backend({spec!r})"
+    _CONTEXTS.append((source, parse_spec(spec, source)))
+    try:
+        yield
+    finally:
+        _CONTEXTS.pop()
+
+
+def env_spec() -> Spec:
+    """ARCDAE_FAST_BACKEND parsed (and validated: a bad value raises)."""
     raw = os.environ.get(ENV_VAR, "").strip()
-    if not raw:
-        return None
-    if "=" not in raw:
-        return raw
-    for item in raw.split(","):
-        key, _, val = item.partition("=")
-        if key.strip() == op:
-            return val.strip()
-    return None
+    if raw not in _PARSED_ENV:
+        _PARSED_ENV[raw] = parse_spec(raw, f"environment variable {ENV_VAR}")
+    return _PARSED_ENV[raw]
+
+
+def _choice(op: str) -> tuple[str, str] | None:
+    """(backend, where the choice comes from) for an op called with backend="auto"."""
+    for source, spec in [*reversed(_CONTEXTS), *_PROCESS]:
+        name = spec.get(op) or spec.get(None)
+        if name:
+            return name, source
+    name = env_spec().get(op) or env_spec().get(None)
+    return (name, f"environment variable {ENV_VAR}") if name else None
 
 
 def resolve(
@@ -171,9 +254,9 @@ def resolve(
         raise TypeError(f"{op}: argument 'backend' must be a str, got {type(backend).__name__}")
     source = "argument 'backend'"
     if backend == "auto":
-        env = _env_choice(op)
-        if env is not None and env != "auto":
-            backend, source = env, f"environment variable {ENV_VAR}"
+        chosen = _choice(op)
+        if chosen is not None:
+            backend, source = chosen
     if backend != "auto":
         if backend not in table:
             raise ValueError(

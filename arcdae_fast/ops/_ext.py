@@ -23,17 +23,17 @@ CUDA_PRIORITY_BEHIND_TRITON = {"cuda": 5}
 
 def register(
     op: str,
-    primitives: str,
     cuda_priority: dict[str, int] | None = None,
     selfcheck=None,
     cpu_min_size: int = 0,
 ) -> None:
     """Register the extension's backends for `op`: "cpp" (CPU tensors; picked by `auto` from
-    work size cpu_min_size) and, when the op has CUDA kernels, "cuda"; primitives: the
-    attribute of this module holding them."""
+    work size cpu_min_size) and, when the op has CUDA kernels, "cuda". Their primitives are
+    this module's attribute named `op`, calling the schemas arcdae_fast_C::<op>_forward /
+    <op>_backward (csrc/ops.cpp)."""
     from . import _backends
 
-    path = f"arcdae_fast.ops._ext:{primitives}"
+    path = f"arcdae_fast.ops._ext:{op}"
     _backends.register(
         op,
         "cpp",
@@ -92,7 +92,7 @@ def cuda_reasons(device_type: str) -> list[str]:
     err = load_error()
     if err:
         return [err]
-    if not torch._C._dispatch_has_kernel_for_dispatch_key("arcdae_fast::adagn_forward", "CUDA"):
+    if not torch._C._dispatch_has_kernel_for_dispatch_key("arcdae_fast_C::adagn_forward", "CUDA"):
         why = build_info().get("why_no_cuda") or "built without CUDA sources"
         return [f"arcdae_fast._C has no CUDA kernels ({why}); rebuild on a CUDA machine"]
     if not torch.cuda.is_available():
@@ -104,7 +104,7 @@ def _call(name: str, *args):
     err = load_error()
     if err:
         raise RuntimeError(err)
-    return getattr(torch.ops.arcdae_fast, name)(*args)
+    return getattr(torch.ops.arcdae_fast_C, name)(*args)
 
 
 def _augment(x, params, alpha, sigma, noise, seed=0, offset=0):
@@ -115,7 +115,7 @@ adagn = SimpleNamespace(
     forward=partial(_call, "adagn_forward"), backward=partial(_call, "adagn_backward")
 )
 infonce = SimpleNamespace(
-    lse_rows=partial(_call, "infonce_lse_rows"), grad_rows=partial(_call, "infonce_grad_rows")
+    lse_rows=partial(_call, "infonce_forward"), grad_rows=partial(_call, "infonce_backward")
 )
 attn_pool = SimpleNamespace(
     pool_fwd=partial(_call, "attn_pool_forward"), pool_bwd=partial(_call, "attn_pool_backward")

@@ -26,14 +26,14 @@ def reasons(device_type: str) -> list[str]:
     return [f"Triton has no backend for device type {device_type!r}"]
 
 
-def register(op: str, module: str, selfcheck=None) -> None:
-    """Register the Triton backend of `op` (kernels in arcdae_fast.kernels.<module>)."""
+def register(op: str, selfcheck=None) -> None:
+    """Register the Triton backend of `op` (its kernels: arcdae_fast.kernels.<op>)."""
     from . import _backends
 
     _backends.register(
         op,
         "triton",
-        f"arcdae_fast.kernels.{module}",
+        f"arcdae_fast.kernels.{op}",
         priority=PRIORITY,
         dtypes=_backends.LOW_AND_SINGLE,
         probe=reasons,

@@ -9,7 +9,8 @@ from . import _backends, _ext
 from . import _selfcheck as _selfcheck_mod
 from ._validate import check_nonempty, check_positive, check_tensor
 
-OP = "adagn"
+OP = "adagn"  # the one name: registry, kernels, custom op, C++ schema, test, bench
+FN = "adagn"  # the public function (error messages)
 # Test tolerances of the fast backends against the float64 reference (added to
 # 2 x the error of the reference run in the same input dtype).
 TOL = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.bfloat16: dict(atol=2e-2, rtol=1e-2)}
@@ -40,30 +41,30 @@ def adagn(
         h = h * (1 + scale[..., None, None]) + shift[..., None, None]
         F.silu(h * (1 + zscale[..., None, None]))
     """
-    check_tensor(OP, "x", x, shape=("B", "C", None, None))
+    check_tensor(FN, "x", x, shape=("B", "C", None, None))
     b, c = x.shape[:2]
-    check_nonempty(OP, "x", x)
+    check_nonempty(FN, "x", x)
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None:
-            check_tensor(OP, name, t, shape=(c,), device=x.device)
-    check_tensor(OP, "scale", scale, shape=(b, c), device=x.device)
-    check_tensor(OP, "shift", shift, shape=(b, c), device=x.device)
+            check_tensor(FN, name, t, shape=(c,), device=x.device)
+    check_tensor(FN, "scale", scale, shape=(b, c), device=x.device)
+    check_tensor(FN, "shift", shift, shape=(b, c), device=x.device)
     if zscale is not None:
-        check_tensor(OP, "zscale", zscale, shape=(b, c), device=x.device)
+        check_tensor(FN, "zscale", zscale, shape=(b, c), device=x.device)
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or c % groups:
         raise ValueError(
-            f"{OP}: argument 'groups' must be a positive divisor of C={c}, got {groups!r}"
+            f"{FN}: argument 'groups' must be a positive divisor of C={c}, got {groups!r}"
         )
     if (c // groups) * x.shape[2] * x.shape[3] < 2:
         raise ValueError(
-            f"{OP}: each group must hold more than one value (C/groups * H * W = "
+            f"{FN}: each group must hold more than one value (C/groups * H * W = "
             f"{(c // groups) * x.shape[2] * x.shape[3]}): the variance is undefined"
         )
-    eps = check_positive(OP, "eps", eps)
+    eps = check_positive(FN, "eps", eps)
     impl = _backends.resolve(OP, backend, x.device, x.dtype, size=x.numel())
     if impl.name == "reference":
         return impl.fn(x, weight, bias, scale, shift, zscale, groups, eps)
-    return torch.ops.arcdae_fast.adagn_fused(
+    return torch.ops.arcdae_fast.adagn(
         x, weight, bias, scale, shift, zscale, groups, eps, impl.name
     )[0]
 
@@ -117,9 +118,7 @@ def _selfcheck(backend: str, device: torch.device) -> str | None:
 
 
 # measured crossover on a 2-core CPU: ~1e5 elements (fwd+bwd)
-_ext.register(
-    OP, "adagn", cuda_priority=_ext.CUDA_PRIORITY, selfcheck=_selfcheck, cpu_min_size=100_000
-)
+_ext.register(OP, cuda_priority=_ext.CUDA_PRIORITY, selfcheck=_selfcheck, cpu_min_size=100_000)
 
 # -- fast backends (the C++/CUDA extension): one fused op node for torch.compile. The kernels
 #    take x contiguous in NCHW or channels_last and the small (C,) / (B, C) tensors in
@@ -137,8 +136,8 @@ def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.float().contiguous()
 
 
-@torch.library.custom_op("arcdae_fast::adagn_fused", mutates_args=())
-def _adagn_fused(
+@torch.library.custom_op("arcdae_fast::adagn", mutates_args=())
+def _adagn_op(
     x: torch.Tensor,
     weight: torch.Tensor | None,
     bias: torch.Tensor | None,
@@ -156,7 +155,7 @@ def _adagn_fused(
     )
 
 
-@_adagn_fused.register_fake
+@_adagn_op.register_fake
 def _(x, weight, bias, scale, shift, zscale, groups, eps, backend):
     stats = x.new_empty(x.shape[0], groups, dtype=torch.float32)
     y = torch.empty_like(_dense(x))
@@ -165,8 +164,8 @@ def _(x, weight, bias, scale, shift, zscale, groups, eps, backend):
     return y, stats, torch.empty_like(stats), sig
 
 
-@torch.library.custom_op("arcdae_fast::adagn_fused_backward", mutates_args=())
-def _adagn_fused_backward(
+@torch.library.custom_op("arcdae_fast::adagn_backward", mutates_args=())
+def _adagn_backward_op(
     dy: torch.Tensor,
     x: torch.Tensor,
     weight: torch.Tensor | None,
@@ -209,7 +208,7 @@ def _adagn_fused_backward(
     )
 
 
-@_adagn_fused_backward.register_fake
+@_adagn_backward_op.register_fake
 def _(dy, x, weight, bias, scale, shift, zscale, mean, rstd, sig, groups, backend):
     empty = x.new_empty(0, dtype=torch.float32)
 
@@ -237,11 +236,11 @@ def _backward(ctx, dy, _dmean, _drstd, _dsig):
     if dy is None:
         return (None,) * 9
     x, weight, bias, scale, shift, zscale, mean, rstd, sig = ctx.saved_tensors
-    grads = _adagn_fused_backward(
+    grads = _adagn_backward_op(
         dy, x, weight, bias, scale, shift, zscale, mean, rstd, sig, *ctx.args
     )
     present = (True, weight is not None, bias is not None, True, True, zscale is not None)
     return (*(g if p else None for g, p in zip(grads, present)), None, None, None)
 
 
-_adagn_fused.register_autograd(_backward, setup_context=_setup_context)
+_adagn_op.register_autograd(_backward, setup_context=_setup_context)

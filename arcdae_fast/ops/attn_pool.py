@@ -11,7 +11,8 @@ from . import _backends, _ext, _triton
 from . import _selfcheck as _selfcheck_mod
 from ._validate import check_nonempty, check_positive, check_same, check_tensor
 
-OP = "attention_pool"
+OP = "attn_pool"  # the one name: registry, kernels, custom op, C++ schema, test, bench
+FN = "attention_pool"  # the public function (error messages)
 # Test tolerances of the fast backends against the float64 reference (added to
 # 2 x the error of the reference run in the same input dtype).
 TOL = {torch.float32: dict(atol=1e-5, rtol=1e-4), torch.bfloat16: dict(atol=1e-2, rtol=2e-2)}
@@ -43,19 +44,19 @@ def attention_pool(
         keys = x @ key_weight.T                                  # (B, N, Dk)
         F.scaled_dot_product_attention(query.expand(B, K, Dk), keys, x, scale=scale)
     """
-    check_tensor(OP, "x", x, shape=("B", "N", "C"))
+    check_tensor(FN, "x", x, shape=("B", "N", "C"))
     b, n, c = x.shape
-    check_tensor(OP, "query", query, shape=("K", "Dk"), device=x.device)
-    check_tensor(OP, "key_weight", key_weight, shape=(None, None), device=x.device)
-    check_same(OP, "Dk (query size)", query=query.shape[1], key_weight=key_weight.shape[0])
-    check_same(OP, "C (channels)", x=c, key_weight=key_weight.shape[1])
-    check_nonempty(OP, "x", x, 1, "token set (N = 0)")
-    check_nonempty(OP, "query", query, 0, "query set (K = 0)")
-    scale = 1.0 / math.sqrt(query.shape[1]) if scale is None else check_positive(OP, "scale", scale)
+    check_tensor(FN, "query", query, shape=("K", "Dk"), device=x.device)
+    check_tensor(FN, "key_weight", key_weight, shape=(None, None), device=x.device)
+    check_same(FN, "Dk (query size)", query=query.shape[1], key_weight=key_weight.shape[0])
+    check_same(FN, "C (channels)", x=c, key_weight=key_weight.shape[1])
+    check_nonempty(FN, "x", x, 1, "token set (N = 0)")
+    check_nonempty(FN, "query", query, 0, "query set (K = 0)")
+    scale = 1.0 / math.sqrt(query.shape[1]) if scale is None else check_positive(FN, "scale", scale)
     impl = _backends.resolve(OP, backend, x.device, x.dtype, size=b * n * c)
     if impl.name == "reference":
         return impl.fn(x, query, key_weight, scale)
-    return torch.ops.arcdae_fast.attention_pool_fwd(x, query, key_weight, scale, impl.name)[0]
+    return torch.ops.arcdae_fast.attn_pool(x, query, key_weight, scale, impl.name)[0]
 
 
 def attention_pool_reference(
@@ -88,9 +89,9 @@ def _selfcheck(backend: str, device: torch.device) -> str | None:
     return _selfcheck_mod.compare(run, backend, device)
 
 
-_triton.register(OP, "attn_pool", selfcheck=_selfcheck)
+_triton.register(OP, selfcheck=_selfcheck)
 # measured crossover on a 2-core CPU: B N C ~ 2.5e5 (fwd+bwd)
-_ext.register(OP, "attn_pool", selfcheck=_selfcheck, cpu_min_size=250_000)
+_ext.register(OP, selfcheck=_selfcheck, cpu_min_size=250_000)
 
 # -- fast backends: a backend supplies pool_fwd(x, qk) -> (out, lse) and
 #    pool_bwd(dout, x, qk, delta, lse) -> (dx, dqk) (see kernels/attn_pool.py), with
@@ -101,7 +102,7 @@ def _folded_queries(query: torch.Tensor, key_weight: torch.Tensor, scale: float)
     return (query.float() @ key_weight.float()) * scale
 
 
-@torch.library.custom_op("arcdae_fast::attention_pool_fwd", mutates_args=())
+@torch.library.custom_op("arcdae_fast::attn_pool", mutates_args=())
 def _pool_fwd(
     x: torch.Tensor, query: torch.Tensor, key_weight: torch.Tensor, scale: float, backend: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,7 +118,7 @@ def _(x, query, key_weight, scale, backend):
     return x.new_empty(b, k, c), x.new_empty(b, k, dtype=torch.float32)
 
 
-@torch.library.custom_op("arcdae_fast::attention_pool_bwd", mutates_args=())
+@torch.library.custom_op("arcdae_fast::attn_pool_backward", mutates_args=())
 def _pool_bwd(
     dout: torch.Tensor,
     x: torch.Tensor,
@@ -170,11 +171,11 @@ def _pool_flops(x_shape, query_shape, key_weight_shape) -> int:
     return 4 * b * n * c * k + 2 * k * dk * c
 
 
-@register_flop_formula(torch.ops.arcdae_fast.attention_pool_fwd)
+@register_flop_formula(torch.ops.arcdae_fast.attn_pool)
 def _(x_shape, query_shape, key_weight_shape, *args, out_shape=None, **kwargs) -> int:
     return _pool_flops(x_shape, query_shape, key_weight_shape)
 
 
-@register_flop_formula(torch.ops.arcdae_fast.attention_pool_bwd)
+@register_flop_formula(torch.ops.arcdae_fast.attn_pool_backward)
 def _(dout_shape, x_shape, query_shape, key_weight_shape, *args, out_shape=None, **kwargs):
     return 2 * _pool_flops(x_shape, query_shape, key_weight_shape)

@@ -14,7 +14,8 @@ from . import _backends, _ext, _triton
 from . import _selfcheck as _selfcheck_mod
 from ._validate import check_nonempty, check_tensor
 
-OP = "timestep_augment"
+OP = "augment"  # the one name: registry, kernels, custom op, C++ schema, test, bench
+FN = "timestep_augment"  # the public function (error messages)
 N_PARAMS = 9
 GRAY = (0.299, 0.587, 0.114)
 # RGB -> YIQ (rows Y, I, Q); its first row is GRAY, so a hue rotation keeps the gray value.
@@ -78,11 +79,11 @@ def timestep_augment(
     Computed in float32 for bf16/fp16 inputs. Not differentiable (a data transform): inputs
     that require grad are rejected.
     """
-    _check_inputs(OP, x, params, alpha, sigma, noise=noise)
+    _check_inputs(FN, x, params, alpha, sigma, noise=noise)
     impl = _backends.resolve(OP, backend, x.device, x.dtype)
     if impl.name == "reference":
         return impl.fn(x, params, alpha, sigma, noise)
-    return tuple(torch.ops.arcdae_fast.timestep_augment(x, params, alpha, sigma, noise, impl.name))
+    return tuple(torch.ops.arcdae_fast.augment(x, params, alpha, sigma, noise, impl.name))
 
 
 def timestep_augment_with_noise(
@@ -113,9 +114,7 @@ def timestep_augment_with_noise(
         noise = torch.randn(x.shape, generator=g, device=x.device, dtype=torch.float32)
         return (*impl.fn(x, params, alpha, sigma, noise.to(x.dtype)), noise.to(x.dtype))
     return tuple(
-        torch.ops.arcdae_fast.timestep_augment_noise(
-            x, params, alpha, sigma, seed, offset, impl.name
-        )
+        torch.ops.arcdae_fast.augment_noise(x, params, alpha, sigma, seed, offset, impl.name)
     )
 
 
@@ -133,7 +132,7 @@ def _check_inputs(
     check_tensor(op, "alpha", alpha, shape=(b,), device=x.device)
     check_tensor(op, "sigma", sigma, shape=(b,), device=x.device)
     named = {"x": x, "params": params, "alpha": alpha, "sigma": sigma}
-    if noise is not None or op == OP:
+    if noise is not None or op == FN:
         check_tensor(op, "noise", noise, shape=tuple(x.shape), device=x.device)
         named["noise"] = noise
     check_nonempty(op, "x", x)
@@ -231,14 +230,14 @@ def _selfcheck(backend: str, device: torch.device) -> str | None:
     return _selfcheck_mod.compare(run, backend, device)
 
 
-_triton.register(OP, "augment", selfcheck=_selfcheck)
-_ext.register(OP, "augment", cuda_priority=_ext.CUDA_PRIORITY_BEHIND_TRITON, selfcheck=_selfcheck)
+_triton.register(OP, selfcheck=_selfcheck)
+_ext.register(OP, cuda_priority=_ext.CUDA_PRIORITY_BEHIND_TRITON, selfcheck=_selfcheck)
 
 # -- fast backends supply augment(x, params, alpha, sigma, noise | None, seed, offset)
 #    -> (x_t, view, noise) (see kernels/augment.py).
 
 
-@torch.library.custom_op("arcdae_fast::timestep_augment", mutates_args=())
+@torch.library.custom_op("arcdae_fast::augment", mutates_args=())
 def _augment_op(
     x: torch.Tensor,
     params: torch.Tensor,
@@ -256,7 +255,7 @@ def _(x, params, alpha, sigma, noise, backend):
     return torch.empty_like(x), torch.empty_like(x)
 
 
-@torch.library.custom_op("arcdae_fast::timestep_augment_noise", mutates_args=())
+@torch.library.custom_op("arcdae_fast::augment_noise", mutates_args=())
 def _augment_noise_op(
     x: torch.Tensor,
     params: torch.Tensor,

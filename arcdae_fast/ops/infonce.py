@@ -10,7 +10,8 @@ from . import _backends, _ext, _triton
 from . import _selfcheck as _selfcheck_mod
 from ._validate import check_choice, check_nonempty, check_positive, check_same, check_tensor
 
-OP = "snr_weighted_infonce"
+OP = "infonce"  # the one name: registry, kernels, custom op, C++ schema, test, bench
+FN = "snr_weighted_infonce"  # the public function (error messages)
 REDUCTIONS = ("mean", "sum", "none")
 NORM_EPS = 1e-12  # x / max(||x||, eps), as F.normalize
 # Test tolerances of the fast backends against the float64 reference (added to
@@ -49,21 +50,21 @@ def snr_weighted_infonce(
         l = F.cross_entropy(q @ k.T / temperature, torch.arange(N), reduction="none")
         loss = (weight * l).mean()
     """
-    check_tensor(OP, "query", query, shape=("N", "D"))
+    check_tensor(FN, "query", query, shape=("N", "D"))
     n, d = query.shape
-    check_tensor(OP, "key", key, shape=(None, None), device=query.device)
-    check_same(OP, "N (rows)", query=n, key=key.shape[0])
-    check_same(OP, "D (feature size)", query=d, key=key.shape[1])
-    check_nonempty(OP, "query", query, 0, "batch (N = 0 rows)")
-    check_nonempty(OP, "query", query, 1, "feature dimension (D = 0)")
+    check_tensor(FN, "key", key, shape=(None, None), device=query.device)
+    check_same(FN, "N (rows)", query=n, key=key.shape[0])
+    check_same(FN, "D (feature size)", query=d, key=key.shape[1])
+    check_nonempty(FN, "query", query, 0, "batch (N = 0 rows)")
+    check_nonempty(FN, "query", query, 1, "feature dimension (D = 0)")
     if weight is not None:
-        check_tensor(OP, "weight", weight, shape=(n,), device=query.device)
-    temperature = check_positive(OP, "temperature", temperature)
-    check_choice(OP, "reduction", reduction, REDUCTIONS)
+        check_tensor(FN, "weight", weight, shape=(n,), device=query.device)
+    temperature = check_positive(FN, "temperature", temperature)
+    check_choice(FN, "reduction", reduction, REDUCTIONS)
     impl = _backends.resolve(OP, backend, query.device, query.dtype, size=n * n * d)
     if impl.name == "reference":
         return impl.fn(query, key, weight, temperature, bool(normalize), bool(symmetric), reduction)
-    per = torch.ops.arcdae_fast.infonce_rows(
+    per = torch.ops.arcdae_fast.infonce(
         query, key, temperature, bool(normalize), bool(symmetric), impl.name
     )[0]
     if weight is not None:
@@ -124,10 +125,10 @@ def _selfcheck(backend: str, device: torch.device) -> str | None:
     return _selfcheck_mod.compare(run, backend, device)
 
 
-_triton.register(OP, "infonce", selfcheck=_selfcheck)
+_triton.register(OP, selfcheck=_selfcheck)
 # measured crossover on a 2-core CPU: parity at N^2 D ~ 1.1e9 (fwd+bwd; 1.15x at N = 4096,
 # D = 128, 0.6-0.8x for N <= 1024)
-_ext.register(OP, "infonce", selfcheck=_selfcheck, cpu_min_size=1_500_000_000)
+_ext.register(OP, selfcheck=_selfcheck, cpu_min_size=1_500_000_000)
 
 # -- fast backends: one custom op pair; a backend supplies two primitives -------------------
 #   lse_rows(q, k, inv_q, inv_k, scale) -> (N,) float32 row logsumexp of the logit matrix
@@ -144,8 +145,8 @@ def _norms(x: torch.Tensor, normalize: bool) -> tuple[torch.Tensor, torch.Tensor
     return norm, 1.0 / norm.clamp_min(NORM_EPS)
 
 
-@torch.library.custom_op("arcdae_fast::infonce_rows", mutates_args=())
-def _infonce_rows(
+@torch.library.custom_op("arcdae_fast::infonce", mutates_args=())
+def _infonce(
     query: torch.Tensor,
     key: torch.Tensor,
     temperature: float,
@@ -167,7 +168,7 @@ def _infonce_rows(
     return loss, lse_r, lse_c
 
 
-@_infonce_rows.register_fake
+@_infonce.register_fake
 def _(query, key, temperature, normalize, symmetric, backend):
     n = query.shape[0]
     f32 = dict(dtype=torch.float32)
@@ -178,8 +179,8 @@ def _(query, key, temperature, normalize, symmetric, backend):
     )
 
 
-@torch.library.custom_op("arcdae_fast::infonce_rows_backward", mutates_args=())
-def _infonce_rows_backward(
+@torch.library.custom_op("arcdae_fast::infonce_backward", mutates_args=())
+def _infonce_backward(
     grad: torch.Tensor,
     query: torch.Tensor,
     key: torch.Tensor,
@@ -219,7 +220,7 @@ def _infonce_rows_backward(
     return out[0], out[1]
 
 
-@_infonce_rows_backward.register_fake
+@_infonce_backward.register_fake
 def _(
     grad, query, key, lse_r, lse_c, temperature, normalize, symmetric, backend, need_query, need_key
 ):
@@ -241,21 +242,21 @@ def _backward(ctx, grad_loss, _grad_lse_r, _grad_lse_c):
         return None, None, None, None, None, None
     query, key, lse_r, lse_c = ctx.saved_tensors
     need_q, need_k = ctx.needs_input_grad[:2]
-    dq, dk = _infonce_rows_backward(grad_loss, query, key, lse_r, lse_c, *ctx.args, need_q, need_k)
+    dq, dk = _infonce_backward(grad_loss, query, key, lse_r, lse_c, *ctx.args, need_q, need_k)
     return dq if need_q else None, dk if need_k else None, None, None, None, None
 
 
-_infonce_rows.register_autograd(_backward, setup_context=_setup_context)
+_infonce.register_autograd(_backward, setup_context=_setup_context)
 
 
 # FLOPs for torch.utils.flop_counter (the profiler's MFU): the matmul work of the eager
 # reference, so a step counts the same FLOPs whichever backend runs it.
-@register_flop_formula(torch.ops.arcdae_fast.infonce_rows)
+@register_flop_formula(torch.ops.arcdae_fast.infonce)
 def _rows_flops(query_shape, key_shape, *args, out_shape=None, **kwargs) -> int:
     return 2 * query_shape[0] * key_shape[0] * query_shape[1]  # the logit matrix
 
 
-@register_flop_formula(torch.ops.arcdae_fast.infonce_rows_backward)
+@register_flop_formula(torch.ops.arcdae_fast.infonce_backward)
 def _rows_backward_flops(grad_shape, query_shape, key_shape, *args, out_shape=None, **kwargs):
     need = int(bool(out_shape[0][0])) + int(bool(out_shape[1][0]))  # empty when not needed
     return 2 * query_shape[0] * key_shape[0] * query_shape[1] * need

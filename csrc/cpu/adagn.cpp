@@ -366,7 +366,7 @@ adagn_backward_cpu(const at::Tensor& dy_in, const at::Tensor& x,
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(arcdae_fast, CPU, m) {
+TORCH_LIBRARY_IMPL(arcdae_fast_C, CPU, m) {
   m.impl("adagn_forward", &adagn_forward_cpu);
   m.impl("adagn_backward", &adagn_backward_cpu);
 }

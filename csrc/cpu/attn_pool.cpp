@@ -203,7 +203,7 @@ std::tuple<at::Tensor, at::Tensor> attn_pool_backward_cpu(const at::Tensor& dout
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(arcdae_fast, CPU, m) {
+TORCH_LIBRARY_IMPL(arcdae_fast_C, CPU, m) {
   m.impl("attn_pool_forward", &attn_pool_forward_cpu);
   m.impl("attn_pool_backward", &attn_pool_backward_cpu);
 }

@@ -126,6 +126,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> augment_forward_cpu(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(arcdae_fast, CPU, m) { m.impl("augment_forward", &augment_forward_cpu); }
+TORCH_LIBRARY_IMPL(arcdae_fast_C, CPU, m) { m.impl("augment_forward", &augment_forward_cpu); }
 
 }  // namespace arcdae_fast

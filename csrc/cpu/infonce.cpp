@@ -138,9 +138,9 @@ at::Tensor infonce_grad_rows_cpu(const at::Tensor& q, const at::Tensor& k, const
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(arcdae_fast, CPU, m) {
-  m.impl("infonce_lse_rows", &infonce_lse_rows_cpu);
-  m.impl("infonce_grad_rows", &infonce_grad_rows_cpu);
+TORCH_LIBRARY_IMPL(arcdae_fast_C, CPU, m) {
+  m.impl("infonce_forward", &infonce_lse_rows_cpu);
+  m.impl("infonce_backward", &infonce_grad_rows_cpu);
 }
 
 }  // namespace arcdae_fast

@@ -1,4 +1,4 @@
-// CUDA implementations of the arcdae_fast:: operators (CUDA dispatch key): argument checks,
+// CUDA implementations of the arcdae_fast_C:: operators (CUDA dispatch key): argument checks,
 // allocation and the stream, then the launchers of csrc/cuda/*.cu (launch.h). Compiled only
 // when torch has CUDA; CI syntax-checks it against torch's CUDA headers.
 #include <ATen/ATen.h>
@@ -115,7 +115,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> augment_forward_cuda(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(arcdae_fast, CUDA, m) {
+TORCH_LIBRARY_IMPL(arcdae_fast_C, CUDA, m) {
   m.impl("adagn_forward", &adagn_forward_cuda);
   m.impl("adagn_backward", &adagn_backward_cuda);
   m.impl("augment_forward", &augment_forward_cuda);

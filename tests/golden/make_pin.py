@@ -3,7 +3,8 @@ for the arcdae and diffae presets on CPU in fp32, at fixed weights and random in
 
 The committed file was produced by this script at commit 91b996b (before the methods
 restructure: `arcdae_fast.objective.ArcDAE`); tests/test_pin.py checks that the engine still
-computes the same function. Run from the repository root: python tests/golden/make_pin.py
+computes the same function. It uses the old API, so it runs only at that commit:
+    git worktree add /tmp/old 91b996b && cd /tmp/old && python tests/golden/make_pin.py
 """
 
 import os
@@ -15,10 +16,10 @@ os.environ["ARCDAE_FAST_BACKEND"] = "reference"  # every op on its eager referen
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from arcdae_fast.objective import ArcDAE  # noqa: E402
 from conftest import tiny_raw  # noqa: E402
 
 from arcdae_fast.config import from_dict  # noqa: E402
-from arcdae_fast.objective import ArcDAE  # noqa: E402
 
 VARIANTS = {
     "arcdae": {"preset": "arcdae"},

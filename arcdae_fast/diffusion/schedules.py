@@ -1,5 +1,5 @@
-"""Variance-preserving diffusion math (SPEC section 1), the TGA gate omega(t) and the TAPA
-strength gamma(t) (SPEC sections 2 and 4), and a DDIM sampler / inverter conditioned on z.
+"""Variance-preserving noise paths (SPEC section 1), the TGA gate omega(t) and the TAPA
+strength gamma(t) (SPEC sections 2 and 4), and the parameterizations (eps, v, x0).
 
 Timesteps are integer indices i in {0..T-1}; the continuous time is t = (i + 1) / T.
 Tables are built once in float64; look-ups return float32 on the index's device.
@@ -8,11 +8,10 @@ Tables are built once in float64; look-ups return float32 on the index's device.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 
-from .ops.snr_gate import gate_from_log_snr
+from ..ops.snr_gate import gate_from_log_snr
 
 SCHEDULES = ("linear", "cosine")
 PARAMETERIZATIONS = ("eps", "v", "x0")
@@ -107,7 +106,7 @@ def training_target(
     if param == "x0":
         return x0
     if param == "v":
-        return _bc(alpha, x0) * noise - _bc(sigma, x0) * x0
+        return per_sample(alpha, x0) * noise - per_sample(sigma, x0) * x0
     raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {param!r}")
 
 
@@ -115,7 +114,7 @@ def split_prediction(
     param: str, pred: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Turn a network output into (x0_hat, eps_hat)."""
-    a, s = _bc(alpha, x_t), _bc(sigma, x_t)
+    a, s = per_sample(alpha, x_t), per_sample(sigma, x_t)
     if param == "eps":
         return (x_t - s * pred) / a, pred
     if param == "x0":
@@ -125,70 +124,6 @@ def split_prediction(
     raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {param!r}")
 
 
-def _bc(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B,) values shaped to broadcast against a (B, ...) tensor, in its dtype."""
     return v.view((-1,) + (1,) * (like.dim() - 1)).to(like.dtype)
-
-
-def ddim_timesteps(T: int, steps: int) -> list[int]:
-    """Ascending, evenly spaced subsequence of {0..T-1} ending at T-1."""
-    if not 1 <= steps <= T:
-        raise ValueError(f"steps must be in [1, {T}], got {steps}")
-    seq = torch.linspace(0, T - 1, steps, dtype=torch.float64).round().long().unique()
-    return seq.tolist()
-
-
-Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-@torch.no_grad()
-def ddim_sample(
-    model: Denoiser,
-    z: torch.Tensor,
-    schedule: VPSchedule,
-    x_T: torch.Tensor,
-    steps: int = 50,
-    param: str = "eps",
-    clip: bool = True,
-) -> torch.Tensor:
-    """Deterministic DDIM (eta = 0) from x_T down to x_0, conditioned on z.
-
-    x_T is either random N(0, I) (the "tractable" decoding) or `ddim_invert(...)` of an image.
-    model(x_t, i, z) returns the network prediction in parameterization `param`.
-    """
-    seq = ddim_timesteps(schedule.T, steps)
-    x = x_T
-    for k in range(len(seq) - 1, -1, -1):
-        i = torch.full((x.shape[0],), seq[k], device=x.device, dtype=torch.long)
-        a, s = schedule.alpha_sigma(i)
-        x0, eps = split_prediction(param, model(x, i, z).to(x.dtype), x, a, s)
-        if clip:
-            x0 = x0.clamp(-1, 1)
-            eps = (x - _bc(a, x) * x0) / _bc(s, x)
-        if k == 0:
-            return x0
-        a_prev, s_prev = schedule.alpha_sigma(torch.full_like(i, seq[k - 1]))
-        x = _bc(a_prev, x) * x0 + _bc(s_prev, x) * eps
-    return x
-
-
-@torch.no_grad()
-def ddim_invert(
-    model: Denoiser,
-    x0: torch.Tensor,
-    z: torch.Tensor,
-    schedule: VPSchedule,
-    steps: int = 50,
-    param: str = "eps",
-) -> torch.Tensor:
-    """DDIM inversion: run the deterministic ODE from x_0 up to x_T (the last index T-1)."""
-    seq = ddim_timesteps(schedule.T, steps)
-    x = x0
-    for k in range(len(seq)):
-        i_prev = torch.full((x.shape[0],), seq[max(k - 1, 0)], device=x.device, dtype=torch.long)
-        pred = model(x, i_prev, z).to(x.dtype)
-        x0_hat, eps = split_prediction(param, pred, x, *schedule.alpha_sigma(i_prev))
-        if k == 0:  # x is the clean image itself (alphabar = 1)
-            x0_hat = x
-        a, s = schedule.alpha_sigma(torch.full_like(i_prev, seq[k]))
-        x = _bc(a, x) * x0_hat + _bc(s, x) * eps
-    return x

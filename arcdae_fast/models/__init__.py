@@ -1,0 +1,53 @@
+"""Building blocks the methods compose: the ADM U-Net denoiser (`unet.py`), the semantic
+vector encoder with its holistic and optional part heads (`encoder.py`), and the shared layers
+(`layers.py`). Conditioning: the U-Net's ResBlocks modulate by AdaGN on the time embedding and,
+when `cond_dim` is set, on a vector code z (DiffAE); spatial (concat) conditioning widens the
+U-Net's input (`in_channels`), self-conditioning passes the U-Net's own pooled features as z.
+
+`build_denoiser` / `build_encoder` make them from their config sections (`model.denoiser.*`,
+`model.encoder.*`, arcdae_fast/config.py).
+"""
+
+from __future__ import annotations
+
+from ..config import DenoiserConfig, EncoderConfig
+from .encoder import Codes, SemanticEncoder
+from .unet import UNet
+
+__all__ = ["Codes", "SemanticEncoder", "UNet", "build_denoiser", "build_encoder"]
+
+
+def build_denoiser(cfg: DenoiserConfig, resolution: int, cond_dim: int) -> UNet:
+    """The denoiser of `model.denoiser`, conditioned on a `cond_dim`-wide code."""
+    return UNet(
+        resolution=resolution,
+        base_channels=cfg.base_channels,
+        channel_mult=cfg.channel_mult,
+        num_res_blocks=cfg.num_res_blocks,
+        attn_resolutions=cfg.attn_resolutions,
+        dropout=cfg.dropout,
+        z_dim=cond_dim,
+        head_channels=cfg.head_channels,
+        max_groups=cfg.max_groups,
+    )
+
+
+def build_encoder(
+    cfg: EncoderConfig, resolution: int, parts: tuple[int, int, int] | None = None
+) -> SemanticEncoder:
+    """The semantic encoder of `model.encoder`; `parts` = (K, d_k, d_p) adds ArcDAE's part head
+    (SPEC section 3), None leaves it out."""
+    num_parts, key_dim, part_dim = parts or (0, 64, 128)
+    return SemanticEncoder(
+        resolution=resolution,
+        base_channels=cfg.base_channels,
+        channel_mult=cfg.channel_mult,
+        num_res_blocks=cfg.num_res_blocks,
+        attn_resolutions=cfg.attn_resolutions,
+        z_dim=cfg.z_dim,
+        num_parts=num_parts,
+        part_key_dim=key_dim,
+        part_dim=part_dim,
+        head_channels=cfg.head_channels,
+        max_groups=cfg.max_groups,
+    )

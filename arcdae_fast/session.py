@@ -1,0 +1,230 @@
+"""Builds a run from a config, in one place that `train`, `profile`, `bench/bench_step.py` (and
+evaluation) share: the device and threads, the op backends (`ops.backend`), seeding, the data,
+the method, the evaluation EMA, the optimizer and LR schedule, the training step, and each
+step's random inputs; also the checkpoint state of the run.
+
+    s = session.build(cfg)                      # data="required" | "optional" | "none"
+    next_batch, note = s.batches()              # the dataset's batches, or random images
+    x0 = next_batch(); out = s.step(x0, s.inputs(x0, step), step)
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import distributed, methods
+from .config import Config, ConfigError
+from .data.datasets import DataError, ImageDataset
+from .data.loader import build_dataset, make_loader, model_input
+from .ema import frozen_copy
+from .malloc import keep_freed_memory
+from .methods import Method, RandomInputs
+from .ops import _backends
+from .step import FastStep, ReferenceStep, build_optimizer, build_step, uses_bf16
+
+STATE_FORMAT = 2  # checkpoints: 2 = method registry (1: arcdae_fast.objective, pre-methods)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "config: train.device='cuda' but CUDA is not available here "
+            "(use train.device=auto or cpu)"
+        )
+    return torch.device(name)
+
+
+def step_seed(seed: int, step: int) -> int:
+    """Seed of all randomness of one step (timesteps, noise, augmentation, dropout)."""
+    return (seed * 1_000_003 + step * 7_919 + 12_345) % (2**63 - 1)
+
+
+def apply_backend(cfg: Config) -> None:
+    """ops.backend as the process-level op backend choice; ARCDAE_FAST_BACKEND validated."""
+    try:
+        _backends.env_spec()
+        _backends.set_backend(cfg.ops.backend, "ops.backend")
+    except ValueError as e:
+        raise ConfigError(f"config: {e}") from None
+
+
+@dataclass
+class Session:
+    cfg: Config
+    device: torch.device
+    method: Method
+    ema: nn.ModuleDict
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    step: ReferenceStep
+    step_kind: str  # "reference" | "fast"
+    step_reason: str
+    dataset: ImageDataset | None = None
+    data_note: str = ""  # why there is no dataset (data="optional")
+    dist: distributed.Dist | None = None
+    _pool: list[torch.Tensor] = field(default_factory=list, repr=False)
+
+    @property
+    def world(self) -> int:
+        return 1 if self.dist is None else self.dist.world
+
+    @property
+    def rank(self) -> int:
+        return 0 if self.dist is None else self.dist.rank
+
+    @property
+    def precision(self) -> str:
+        return "bf16 autocast" if uses_bf16(self.device, self.cfg.train.precision) else "fp32"
+
+    def inputs(self, x0: torch.Tensor, step: int) -> RandomInputs:
+        """The step's random inputs, a function of (train.seed, step); data parallel: drawn
+        for the global batch, this rank's rows kept, so N ranks see what one process would
+        (dropout masks differ by rank)."""
+        seed = step_seed(self.cfg.train.seed, step)
+        torch.manual_seed((seed + self.rank) % (2**63 - 1))  # dropout
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        if self.dist is None:
+            return self.method.draw_inputs(x0, gen)
+        b = x0.shape[0]
+        lo = self.rank * b
+        return self.method.draw_inputs(x0, gen, batch=b * self.world).rows(lo, lo + b)
+
+    def loader(self, start_step: int = 0) -> tuple[Any, str]:
+        """This rank's batches from step start_step on, and which pipeline delivers them."""
+        tc = self.cfg.train
+        return make_loader(
+            self.dataset,
+            self.cfg.data,
+            tc.batch_size // self.world,
+            seed=tc.seed,
+            start_step=start_step,
+            rank=self.rank,
+            world_size=self.world,
+            device=self.device,
+        )
+
+    def batches(self, pool: int = 4) -> tuple[Callable[[], torch.Tensor], str]:
+        """next_batch() -> model input (B, 3, R, R), and where the images come from: the
+        dataset's pipeline, or (no dataset) `pool` random batches kept on the device."""
+        cfg, bs = self.cfg, self.cfg.train.batch_size
+        if self.dataset is not None:
+            loader, how = self.loader()
+            it = iter(loader)
+
+            def real() -> torch.Tensor:
+                batch = next(it)
+                while "image" not in batch:  # every image unreadable: the next batch
+                    batch = next(it)
+                return model_input(batch["image"], self.device, cfg.data.channels_last)
+
+            return real, f"{cfg.data.dataset}, {len(self.dataset)} images ({how})"
+        if not self._pool:
+            g = torch.Generator(device=self.device).manual_seed(cfg.train.seed)
+            res = cfg.data.resolution
+            shape = (bs, 3, res, res)
+            self._pool = [
+                torch.rand(shape, generator=g, device=self.device) * 2 - 1 for _ in range(pool)
+            ]
+            if cfg.data.channels_last:
+                self._pool = [x.contiguous(memory_format=torch.channels_last) for x in self._pool]
+        cycle = itertools.cycle(self._pool)
+        res = cfg.data.resolution
+        return lambda: next(cycle), f"synthetic random images at {res} px ({self.data_note})"
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def state(self, step: int) -> dict[str, Any]:
+        return {
+            "format": STATE_FORMAT,
+            "step": step,
+            "method": self.cfg.method.name,
+            "model": self.method.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "config": self.cfg.to_dict(),
+            "torch_version": torch.__version__,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Weights, EMA, and (when present) optimizer and scheduler state."""
+        self.method.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        if state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+
+    def fork(self, **train: Any) -> Session:
+        """Another session on a copy of this one's current weights, with train.* keys changed
+        (e.g. step="reference", precision="fp32"); shares the dataset."""
+        cfg = copy.copy(self.cfg)
+        cfg.train = dataclasses.replace(self.cfg.train, **train)
+        method = copy.deepcopy(self.method)
+        return _assemble(cfg, self.device, method, self.dist, self.dataset, self.data_note)
+
+
+def _assemble(
+    cfg: Config,
+    device: torch.device,
+    method: Method,
+    dist: distributed.Dist | None,
+    dataset: ImageDataset | None,
+    data_note: str,
+) -> Session:
+    tc = cfg.train
+    ema = frozen_copy(method.trainable())
+    opt, sched = build_optimizer(method, tc.lr, tc.adam_betas, tc.weight_decay, tc.warmup_steps)
+    step, why = build_step(cfg, method, ema, opt, sched, dist)
+    kind = "fast" if isinstance(step, FastStep) else "reference"
+    return Session(cfg, device, method, ema, opt, sched, step, kind, why, dataset, data_note, dist)
+
+
+def build(
+    cfg: Config,
+    *,
+    data: str = "required",
+    dist: distributed.Dist | None = None,
+) -> Session:
+    """The run `cfg` describes. data: "required" (a missing dataset is a DataError),
+    "optional" (without it, `batches()` gives random images and says why), "none". Under
+    torchrun pass `dist` (distributed.from_env()): the process group is joined here, and the
+    method gathers the global batch where it asks to."""
+    if data not in ("required", "optional", "none"):
+        raise ValueError(f"data must be 'required', 'optional' or 'none', got {data!r}")
+    tc = cfg.train
+    if cfg.train.batch_size % (1 if dist is None else dist.world):
+        raise ConfigError(
+            f"config: train.batch_size={tc.batch_size} (the global batch) is not divisible "
+            f"by the {dist.world} ranks"
+        )
+    device = pick_device(tc.device)
+    if dist is not None:
+        device = distributed.setup(dist, device)
+    if tc.num_threads:
+        torch.set_num_threads(tc.num_threads)
+    if device.type == "cpu":
+        keep_freed_memory()  # no page faults on every step's activations
+    apply_backend(cfg)
+    dataset, note = None, "no dataset asked for"
+    if data != "none":
+        try:
+            dataset = build_dataset(cfg.data)
+        except DataError as e:
+            if data == "required":
+                raise
+            note = str(e).split(". ")[0]
+    torch.manual_seed(tc.seed)
+    method = methods.build(cfg).to(device)
+    if dist is not None:
+        method.distribute(distributed.gather_rows)
+    return _assemble(cfg, device, method, dist, dataset, note)

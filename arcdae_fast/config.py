@@ -87,16 +87,21 @@ def _check_levels(key: str, mult: tuple[int, ...], resolution: int) -> None:
         )
 
 
+_HEADS_DOC = "channels per attention head; 0: num_heads heads (DiffAE: one head)"
+
+
 @dataclass
 class DenoiserConfig:
-    """The ADM U-Net denoiser (arcdae_fast/models/unet.py)."""
+    """The ADM U-Net denoiser (arcdae_fast/models/unet.py); defaults: DiffAE's FFHQ-128."""
 
     base_channels: int = option(128, min=1)
     channel_mult: tuple[int, ...] = option((1, 1, 2, 3, 4))
     num_res_blocks: int = option(2, min=1)
     attn_resolutions: tuple[int, ...] = option((16,))
     dropout: float = option(0.1, min=0.0)
-    head_channels: int = option(64, min=1, doc="channels per attention head")
+    embed_channels: int = option(512, min=1, doc="width of the time embedding (DiffAE: 512)")
+    num_heads: int = option(1, min=1, doc="attention heads (when head_channels is 0)")
+    head_channels: int = option(0, min=0, doc=_HEADS_DOC)
     max_groups: int = option(32, min=1, doc="GroupNorm groups (the largest divisor <= this)")
 
     def check(self, cfg: Config) -> None:
@@ -105,14 +110,16 @@ class DenoiserConfig:
 
 @dataclass
 class EncoderConfig:
-    """The semantic encoder: the downsampling half of an ADM U-Net (models/encoder.py)."""
+    """The semantic encoder: the downsampling half of an ADM U-Net (models/encoder.py);
+    defaults: DiffAE's FFHQ-128."""
 
     base_channels: int = option(128, min=1)
     channel_mult: tuple[int, ...] = option((1, 1, 2, 3, 4, 4))
     num_res_blocks: int = option(2, min=1)
     attn_resolutions: tuple[int, ...] = option((16,))
     z_dim: int = option(512, min=1, doc="width of the holistic code z")
-    head_channels: int = option(64, min=1, doc="channels per attention head")
+    num_heads: int = option(1, min=1, doc="attention heads (when head_channels is 0)")
+    head_channels: int = option(0, min=0, doc=_HEADS_DOC)
     max_groups: int = option(32, min=1, doc="GroupNorm groups (the largest divisor <= this)")
 
     def check(self, cfg: Config) -> None:
@@ -121,6 +128,13 @@ class EncoderConfig:
 
 @dataclass
 class ModelConfig:
+    arch: str = option(
+        "diffae",
+        choices=("diffae", "adm_conv"),
+        doc="diffae: DiffAE's network (resampling ResBlocks, single-conv encoder blocks, "
+        "per-head qkv); adm_conv: the engine's first, lighter denoiser (conv resampling, "
+        "two-conv encoder blocks)",
+    )
     denoiser: DenoiserConfig = _section(DenoiserConfig)
     encoder: EncoderConfig = _section(EncoderConfig)
 
@@ -278,6 +292,19 @@ REMOVED = {
 }
 
 
+def legacy_model(model: dict[str, Any]) -> dict[str, Any]:
+    """An old flat `model` section with what the old engine built written out: its network
+    (arch adm_conv, a 4 x base_channels time embedding) and its defaults that changed (64
+    channels per attention head). A config in the old layout keeps meaning what it meant."""
+    out = dict(model)
+    out["arch"] = "adm_conv"
+    out.setdefault("head_channels", 64)
+    denoiser = dict(out.get("denoiser") or {})
+    denoiser.setdefault("embed_channels", 4 * out.get("base_channels", 128))
+    out["denoiser"] = denoiser
+    return out
+
+
 def new_keys(key: str) -> tuple[str, ...]:
     """The key(s) an old dotted key stands for now (the key itself when it is not old)."""
     if key in ALIASES:
@@ -316,6 +343,11 @@ def translate(raw: dict[str, Any], notes: list[str] | None = None) -> dict[str, 
     for name, v in raw.items():
         if not isinstance(v, dict) and v is not None:
             raise ConfigError(f"config: section '{name}' must be a mapping, got {v!r}")
+    model = raw.get("model") or {}
+    if "arch" not in model and any(f"model.{k}" in ALIASES for k in model):
+        raw = {**raw, "model": legacy_model(model)}
+        if notes is not None:
+            notes.append("model in the old layout: the old engine's network (model.arch=adm_conv)")
     flat = _flatten({k: v for k, v in raw.items() if v is not None})
     out: dict[str, Any] = {k: {} for k, v in raw.items() if v is not None and k != "objective"}
     moved: dict[str, str] = {}
@@ -464,7 +496,7 @@ def from_dict(raw: dict[str, Any], notes: list[str] | None = None) -> Config:
     }
     cfg = Config(**built, method=build_section("method", method_cls.Config, method))
     renamed = sorted({n for n in notes if " -> " in n})
-    cfg.notes = ["config: " + n for n in notes if " -> " not in n]
+    cfg.notes = ["config: " + n for n in dict.fromkeys(notes) if " -> " not in n]
     if renamed:
         cfg.notes.append("config: old key names (still accepted): " + ", ".join(renamed))
     _checks(cfg, cfg)

@@ -13,17 +13,18 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .config import from_dict
+from .config import from_dict, legacy_model
 
 
 def upgrade_config(old: dict[str, Any]) -> dict[str, Any]:
     """A format-1 `config` dict -> the current `Config.to_dict()` layout."""
     raw = copy.deepcopy(old)
-    objective = raw.get("objective") or {}
+    objective = raw.setdefault("objective", {})
     objective["preset"] = "arcdae"  # the class both old presets ran (see the module docstring)
-    model = raw.get("model") or {}
+    model = legacy_model(raw.get("model") or {})
     if model.pop("fused_adagn", True) is False:  # the unfused AdaGN is now a backend choice
         objective["backend"] = "adagn=reference"
+    raw["model"] = model
     return from_dict(raw).to_dict()
 
 

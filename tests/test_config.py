@@ -63,12 +63,18 @@ def test_old_keys_are_documented_aliases():
     assert cfg.model.denoiser.base_channels == 16 and cfg.model.encoder.channel_mult == (1, 2)
     assert cfg.model.denoiser.head_channels == cfg.model.encoder.head_channels == 8
     assert cfg.method.lambda_jac == 0.5 and cfg.ops.backend == "reference"
-    assert "model.base_channels -> model.denoiser.base_channels" in cfg.notes[0]
-    assert "objective.preset -> method.name" in cfg.notes[0]
+    notes = " ".join(cfg.notes)
+    assert "model.base_channels -> model.denoiser.base_channels" in notes
+    assert "objective.preset -> method.name" in notes
+    # an old model section meant the old engine's network
+    assert cfg.model.arch == "adm_conv" and cfg.model.denoiser.embed_channels == 4 * 16
+    assert "model.arch=adm_conv" in notes
+    assert from_dict({"model": {"z_dim": 8}}).model.denoiser.head_channels == 64  # old default
     # the same configuration, written the new way
     new = {
         "model": {
-            "denoiser": {"base_channels": 16, "head_channels": 8},
+            "arch": "adm_conv",
+            "denoiser": {"base_channels": 16, "head_channels": 8, "embed_channels": 64},
             "encoder": {"channel_mult": [1, 2], "head_channels": 8},
         },
         "method": {"name": "arcdae", "lambda_jac": 0.5},

@@ -45,7 +45,7 @@ class Toy(Method):
         super().__init__(cfg)
         self.code = nn.ParameterDict({"z": nn.Parameter(torch.zeros(self.mcfg.code_dim))})
         self.denoiser = build_denoiser(
-            cfg.model.denoiser, cfg.data.resolution, cond_dim=self.mcfg.code_dim
+            cfg.model, cfg.data.resolution, cond_dim=self.mcfg.code_dim
         )
         self.schedule = VPSchedule(cfg.diffusion.schedule, cfg.diffusion.T)
         self.loss = DiffusionLoss(cfg.diffusion.parameterization)

@@ -1,7 +1,8 @@
+import pytest
 import torch
 from conftest import tiny_raw
 
-from arcdae_fast.config import from_dict
+from arcdae_fast.config import from_dict, load_config
 from arcdae_fast.ema import frozen_copy
 from arcdae_fast.methods import build
 from arcdae_fast.methods.arcdae import ArcDAE
@@ -11,8 +12,8 @@ from arcdae_fast.step import ReferenceStep, build_optimizer
 
 def builders(cfg):
     parts = (cfg.method.num_parts, cfg.method.part_key_dim, cfg.method.part_dim)
-    enc = build_encoder(cfg.model.encoder, cfg.data.resolution, parts)
-    return enc, build_denoiser(cfg.model.denoiser, cfg.data.resolution, cfg.model.encoder.z_dim)
+    enc = build_encoder(cfg.model, cfg.data.resolution, parts)
+    return enc, build_denoiser(cfg.model, cfg.data.resolution, cfg.model.encoder.z_dim)
 
 
 def test_shapes(tiny_cfg):
@@ -25,24 +26,71 @@ def test_shapes(tiny_cfg):
     assert out.shape == x.shape
 
 
-def test_ffhq128_sizes_match_diffae():
-    cfg = from_dict(
-        {
-            "data": {"dataset": "ffhq", "resolution": 128},
-            "model": {
-                "channel_mult": [1, 1, 2, 3, 4],
-                "attn_resolutions": [16],
-                "enc_channel_mult": [1, 1, 2, 3, 4, 4],
-            },
-        }
-    )
+# Parameter counts per block of DiffAE's BeatGANs autoencoder, counted on DiffAE's own code
+# (phizaz/diffae at 00c57d3: model/unet_autoenc.py with templates.py's ffhq128_autoenc_base
+# and ffhq64_autoenc / celeba64d2c_autoenc; bench/diffae_fidelity.py --diffae-src DIR prints
+# them). Denoiser: time_embed, input_blocks.*, middle_block, output_blocks.*, out; encoder:
+# input_blocks.*, middle_block, out.
+DIFFAE_BLOCKS = {
+    "ffhq128": (
+        [328704, 3584, 492672, 492672, 492672, 492672, 492672, 492672, 1313024, 1575168]
+        + [1575168, 3495680, 3839616, 3247488, 5116672, 5509632, 12070912, 8394752, 8394752]
+        + [13248768, 5954560, 5462784, 8218496, 2624768, 2296832, 3544064, 837376, 673280]
+        + [1165952, 673280, 673280, 673280, 3715],
+        [3584, 147840, 147840, 147840, 147840, 147840, 147840, 328448, 590592, 590592]
+        + [1576448, 1920384, 1328256, 1967872, 2360832, 2360832, 2360832, 2360832, 5773312]
+        + [263680],
+    ),
+    "ffhq64": (
+        [295936, 1792, 172608, 172608, 172608, 427136, 492672, 492672, 1576704, 1838848]
+        + [1575168, 4461056, 5509632, 12070912, 8394752, 8394752, 12593152, 3216384, 2560512]
+        + [3807744, 837376, 673280, 1083904, 258944, 217856, 217856, 1859],
+        [1792, 37056, 37056, 37056, 82304, 147840, 147840, 592128, 854272, 590592, 1312256]
+        + [2360832, 2360832, 2360832, 2360832, 5773312, 263680],
+    ),
+}
+DIFFAE_TOTALS = {"ffhq128": (103_871_619, 24_673_536), "ffhq64": (71_518_723, 19_320_512)}
+
+
+def blocks_of(method):
+    def n(*mods):
+        return sum(p.numel() for m in mods for p in m.parameters())
+
+    u, e = method.denoiser, method.encoder
+    den = [n(u.time_embed), *(n(b) for b in u.down), n(u.middle), *(n(b) for b in u.up)]
+    enc = [*(n(b) for b in e.down), n(e.middle), n(e.out_norm, e.holo_head)]
+    return den + [n(u.out_norm, u.out_conv)], enc
+
+
+@pytest.mark.parametrize(
+    "preset,net", [("ffhq.yaml", "ffhq128"), ("ffhq64.yaml", "ffhq64"), ("celeba64.yaml", "ffhq64")]
+)
+@pytest.mark.parametrize("method", ["diffae", "arcdae"])
+def test_presets_have_diffaes_parameter_counts_block_by_block(preset, net, method):
     with torch.device("meta"):
-        enc, unet = builders(cfg)
-    n_unet = sum(p.numel() for p in unet.parameters())
-    n_enc = sum(p.numel() for p in enc.parameters())
-    # DiffAE's FFHQ-128 U-Net is ~1e8 parameters; the encoder feature map is 4x4x512.
-    assert 8e7 < n_unet < 1.6e8, n_unet
-    assert enc.channels == 512 and 2e7 < n_enc < 1e8, n_enc
+        model = build(load_config(preset, [f"method.name={method}"]))
+    den, enc = blocks_of(model)
+    assert den == DIFFAE_BLOCKS[net][0]
+    assert enc == DIFFAE_BLOCKS[net][1]
+    assert (sum(den), sum(enc)) == DIFFAE_TOTALS[net]
+    part = model.encoder.part_head
+    if method == "diffae":  # ArcDAE's part head is an addition on top of DiffAE's encoder
+        assert part is None
+    else:
+        assert sum(p.numel() for p in part.parameters()) == 8 * 64 + 64 * 512 + 512 * 128 + 128
+
+
+def test_adm_conv_is_the_earlier_lighter_network():
+    """model.arch=adm_conv keeps the engine's first network (conv resampling, two-conv encoder
+    blocks): at FFHQ-128 the counts the old engine had (measured at commit 91b996b: denoiser
+    93,876,355; encoder 43,363,712 with its 98,944-parameter part head)."""
+    sets = ["model.arch=adm_conv", "model.denoiser.embed_channels=512"]
+    sets += ["model.denoiser.head_channels=64", "model.encoder.head_channels=64"]
+    with torch.device("meta"):
+        model = build(load_config("ffhq.yaml", sets))
+    den, enc = (sum(b) for b in blocks_of(model))
+    part = sum(p.numel() for p in model.encoder.part_head.parameters())
+    assert (den, enc + part, part) == (93_876_355, 43_363_712, 98_944)
 
 
 def test_zero_init_output_and_conditioning_path(tiny_cfg):

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import tiny_raw
 
-from arcdae_fast.config import from_dict
+from arcdae_fast.config import from_dict, legacy_model
 from arcdae_fast.methods import build
 from arcdae_fast.ops import use_backend
 
@@ -30,15 +30,19 @@ def old_config(objective: dict) -> dict:
     part head's sizes left out; they are no key of DiffAE's)."""
     raw = tiny_raw("unused")
     d, e, m = raw["model"]["denoiser"], raw["model"]["encoder"], raw.pop("method")
-    raw["model"] = {
-        **{k: v for k, v in d.items()},
-        **{
-            f"enc_{k}": v for k, v in e.items() if k not in ("z_dim", "head_channels", "max_groups")
-        },
-        "z_dim": e["z_dim"],
-        **{k: v for k, v in m.items() if k != "name" and objective["preset"] == "arcdae"},
-        "dropout": 0.0,
-    }
+    raw["model"] = legacy_model(
+        {
+            **{k: v for k, v in d.items()},
+            **{
+                f"enc_{k}": v
+                for k, v in e.items()
+                if k not in ("z_dim", "head_channels", "max_groups")
+            },
+            "z_dim": e["z_dim"],
+            **{k: v for k, v in m.items() if k != "name" and objective["preset"] == "arcdae"},
+            "dropout": 0.0,
+        }
+    )  # the old engine's network (arch adm_conv), written in the new keys
     raw["objective"] = dict(objective)
     raw["train"]["precision"] = "fp32"
     return raw

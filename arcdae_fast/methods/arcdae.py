@@ -115,7 +115,7 @@ class ArcDAE(DiffAE):
     def make_encoder(self) -> SemanticEncoder:
         o = self.mcfg
         parts = (o.num_parts, o.part_key_dim, o.part_dim) if o.num_parts else None
-        return build_encoder(self.cfg.model.encoder, self.cfg.data.resolution, parts)
+        return build_encoder(self.cfg.model, self.cfg.data.resolution, parts)
 
     def terms(self) -> tuple[str, ...]:
         o = self.mcfg

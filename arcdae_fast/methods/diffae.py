@@ -42,14 +42,12 @@ class DiffAE(Method):
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         self.encoder = self.make_encoder()
-        self.denoiser = build_denoiser(
-            cfg.model.denoiser, cfg.data.resolution, cond_dim=self.encoder.z_dim
-        )
+        self.denoiser = build_denoiser(cfg.model, cfg.data.resolution, cond_dim=self.encoder.z_dim)
         self.schedule = VPSchedule(cfg.diffusion.schedule, cfg.diffusion.T)
         self.diffusion_loss = DiffusionLoss(cfg.diffusion.parameterization)
 
     def make_encoder(self) -> SemanticEncoder:
-        return build_encoder(self.cfg.model.encoder, self.cfg.data.resolution)
+        return build_encoder(self.cfg.model, self.cfg.data.resolution)
 
     def terms(self) -> tuple[str, ...]:
         return ("loss", "loss_diff")

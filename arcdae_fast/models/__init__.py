@@ -10,15 +10,18 @@ U-Net's input (`in_channels`), self-conditioning passes the U-Net's own pooled f
 
 from __future__ import annotations
 
-from ..config import DenoiserConfig, EncoderConfig
+from ..config import ModelConfig
 from .encoder import Codes, SemanticEncoder
+from .layers import ARCHS
 from .unet import UNet
 
-__all__ = ["Codes", "SemanticEncoder", "UNet", "build_denoiser", "build_encoder"]
+__all__ = ["ARCHS", "Codes", "SemanticEncoder", "UNet", "build_denoiser", "build_encoder"]
 
 
-def build_denoiser(cfg: DenoiserConfig, resolution: int, cond_dim: int) -> UNet:
-    """The denoiser of `model.denoiser`, conditioned on a `cond_dim`-wide code."""
+def build_denoiser(model: ModelConfig, resolution: int, cond_dim: int | None) -> UNet:
+    """The denoiser of `model.denoiser` in `model.arch`, conditioned on a `cond_dim`-wide code
+    (None: on time only)."""
+    cfg = model.denoiser
     return UNet(
         resolution=resolution,
         base_channels=cfg.base_channels,
@@ -27,16 +30,20 @@ def build_denoiser(cfg: DenoiserConfig, resolution: int, cond_dim: int) -> UNet:
         attn_resolutions=cfg.attn_resolutions,
         dropout=cfg.dropout,
         z_dim=cond_dim,
+        embed_channels=cfg.embed_channels,
+        num_heads=cfg.num_heads,
         head_channels=cfg.head_channels,
         max_groups=cfg.max_groups,
+        arch=ARCHS[model.arch],
     )
 
 
 def build_encoder(
-    cfg: EncoderConfig, resolution: int, parts: tuple[int, int, int] | None = None
+    model: ModelConfig, resolution: int, parts: tuple[int, int, int] | None = None
 ) -> SemanticEncoder:
-    """The semantic encoder of `model.encoder`; `parts` = (K, d_k, d_p) adds ArcDAE's part head
-    (SPEC section 3), None leaves it out."""
+    """The semantic encoder of `model.encoder` in `model.arch`; `parts` = (K, d_k, d_p) adds
+    ArcDAE's part head (SPEC section 3), None leaves it out."""
+    cfg = model.encoder
     num_parts, key_dim, part_dim = parts or (0, 64, 128)
     return SemanticEncoder(
         resolution=resolution,
@@ -48,6 +55,8 @@ def build_encoder(
         num_parts=num_parts,
         part_key_dim=key_dim,
         part_dim=part_dim,
+        num_heads=cfg.num_heads,
         head_channels=cfg.head_channels,
         max_groups=cfg.max_groups,
+        arch=ARCHS[model.arch],
     )

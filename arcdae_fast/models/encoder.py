@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn.attn_pool import PartHead
-from .layers import AttentionBlock, ResBlock, Stage, down_path, group_count
+from .layers import ARCHS, Arch, Blocks, down_path, group_count
 
 
 class Codes(NamedTuple):
@@ -20,6 +20,11 @@ class Codes(NamedTuple):
 
 
 class SemanticEncoder(nn.Module):
+    """x (B, 3, R, R) -> Codes. With `arch=ARCHS["diffae"]` it is DiffAE's encoder
+    (BeatGANsEncoderModel without time conditioning, pool "adaptivenonzero"): single-conv
+    ResBlocks, resampling ResBlocks between levels, no dropout (its unconditioned blocks have
+    none), z = Conv1x1(mean_u SiLU(GN(h))) (here a Linear on the mean of the tokens)."""
+
     def __init__(
         self,
         *,
@@ -32,8 +37,10 @@ class SemanticEncoder(nn.Module):
         num_parts: int = 0,
         part_key_dim: int = 64,
         part_dim: int = 128,
-        head_channels: int = 64,
+        num_heads: int = 1,
+        head_channels: int = 0,
         max_groups: int = 32,
+        arch: Arch = ARCHS["diffae"],
     ):
         super().__init__()
         if resolution % 2 ** (len(channel_mult) - 1):
@@ -41,23 +48,13 @@ class SemanticEncoder(nn.Module):
                 f"resolution {resolution} is not divisible by "
                 f"2**{len(channel_mult) - 1} (encoder channel_mult {channel_mult})"
             )
+        blocks = Blocks(
+            arch, num_heads=num_heads, head_channels=head_channels, max_groups=max_groups
+        )
         self.down, _, ch = down_path(
-            base_channels,
-            channel_mult,
-            num_res_blocks,
-            attn_resolutions,
-            resolution,
-            emb_ch=None,
-            z_ch=None,
-            dropout=0.0,
-            head_channels=head_channels,
-            max_groups=max_groups,
+            blocks, base_channels, channel_mult, num_res_blocks, attn_resolutions, resolution
         )
-        self.middle = Stage(
-            ResBlock(ch, ch, max_groups=max_groups),
-            AttentionBlock(ch, head_channels, max_groups),
-            ResBlock(ch, ch, max_groups=max_groups),
-        )
+        self.middle = blocks.middle(ch)
         self.out_norm = nn.GroupNorm(group_count(ch, max_groups), ch)
         self.channels, self.z_dim = ch, z_dim
         self.holo_head = nn.Linear(ch, z_dim)

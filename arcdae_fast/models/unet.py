@@ -1,7 +1,10 @@
 """ADM U-Net denoiser conditioned on (t, z) by DiffAE-style AdaGN (SPEC sections 3 and 5).
 
-Resampling is a stride-2 conv (down) and nearest x2 + conv (up); ADM's optional BigGAN-style
-resampling ResBlocks are not used."""
+With `arch=ARCHS["diffae"]` it is DiffAE's BeatGANs autoencoder's U-Net (phizaz/diffae
+`model/unet.py` + `unet_autoenc.py`): resampling by BigGAN-style ResBlocks, scale-shift
+GroupNorm on the time embedding times (1 + Linear(SiLU(z))), a time embedding of its own width
+(512), attention heads as configured (DiffAE: one). Parameter names map one to one onto
+DiffAE's (arcdae_fast/convert.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import (
-    AttentionBlock,
-    ResBlock,
+    ARCHS,
+    Arch,
+    Blocks,
     Stage,
-    Upsample,
     down_path,
     group_count,
     timestep_embedding,
@@ -22,8 +25,8 @@ from .layers import (
 
 
 class UNet(nn.Module):
-    """eps_hat (or v / x0) = UNet(x_t, i, z): x_t (B, 3, R, R), i (B,) timestep indices,
-    z (B, z_dim) semantic code."""
+    """eps_hat (or v / x0) = UNet(x_t, i, z): x_t (B, in_channels, R, R), i (B,) timestep
+    indices, z (B, z_dim) the code (z_dim=None: conditioned on time only)."""
 
     def __init__(
         self,
@@ -34,9 +37,14 @@ class UNet(nn.Module):
         num_res_blocks: int = 2,
         attn_resolutions: tuple[int, ...] = (16,),
         dropout: float = 0.1,
-        z_dim: int = 512,
-        head_channels: int = 64,
+        z_dim: int | None = 512,
+        embed_channels: int = 512,
+        num_heads: int = 1,
+        head_channels: int = 0,
         max_groups: int = 32,
+        arch: Arch = ARCHS["diffae"],
+        in_channels: int = 3,
+        out_channels: int = 3,
     ):
         super().__init__()
         if resolution % 2 ** (len(channel_mult) - 1):
@@ -45,43 +53,42 @@ class UNet(nn.Module):
                 f"2**{len(channel_mult) - 1} (channel_mult {channel_mult})"
             )
         self.base = base_channels
-        emb_ch = 4 * base_channels
         self.time_embed = nn.Sequential(
-            nn.Linear(base_channels, emb_ch), nn.SiLU(), nn.Linear(emb_ch, emb_ch)
+            nn.Linear(base_channels, embed_channels),
+            nn.SiLU(),
+            nn.Linear(embed_channels, embed_channels),
         )
-        rb = dict(emb_ch=emb_ch, z_ch=z_dim, dropout=dropout, max_groups=max_groups)
+        blocks = Blocks(arch, embed_channels, z_dim, dropout, num_heads, head_channels, max_groups)
         self.down, chans, ch = down_path(
+            blocks,
             base_channels,
             channel_mult,
             num_res_blocks,
             attn_resolutions,
             resolution,
-            head_channels=head_channels,
-            **rb,
+            in_channels,
         )
-        self.middle = Stage(
-            ResBlock(ch, ch, **rb),
-            AttentionBlock(ch, head_channels, max_groups),
-            ResBlock(ch, ch, **rb),
-        )
+        self.middle = blocks.middle(ch)
         self.up = nn.ModuleList()
         res = resolution // 2 ** (len(channel_mult) - 1)
         for level, m in reversed(list(enumerate(channel_mult))):
             for i in range(num_res_blocks + 1):
-                blocks: list[nn.Module] = [ResBlock(ch + chans.pop(), base_channels * m, **rb)]
+                layers: list[nn.Module] = [blocks.res(ch + chans.pop(), base_channels * m)]
                 ch = base_channels * m
                 if res in attn_resolutions:
-                    blocks.append(AttentionBlock(ch, head_channels, max_groups))
+                    layers.append(blocks.attn(ch))
                 if level and i == num_res_blocks:
-                    blocks.append(Upsample(ch))
+                    layers.append(blocks.up(ch))
                     res *= 2
-                self.up.append(Stage(*blocks))
+                self.up.append(Stage(*layers))
         self.out_norm = nn.GroupNorm(group_count(ch, max_groups), ch)
-        self.out_conv = zero_module(nn.Conv2d(ch, 3, 3, padding=1))
+        self.out_conv = zero_module(nn.Conv2d(ch, out_channels, 3, padding=1))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor | None = None
+    ) -> torch.Tensor:
         emb = F.silu(self.time_embed(timestep_embedding(t, self.base)))
-        zc = F.silu(z)
+        zc = None if z is None else F.silu(z)
         skips = []
         h = x
         for stage in self.down:

@@ -143,17 +143,7 @@ class Session:
 
     # ---- checkpoints -------------------------------------------------------------------------
     def state(self, step: int) -> dict[str, Any]:
-        return {
-            "format": STATE_FORMAT,
-            "step": step,
-            "method": self.cfg.method.name,
-            "model": self.method.state_dict(),
-            "ema": self.ema.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "config": self.cfg.to_dict(),
-            "torch_version": torch.__version__,
-        }
+        return run_state(self.cfg, self.method, self.ema, self.optimizer, self.scheduler, step)
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Weights, EMA, and (when present) optimizer and scheduler state."""
@@ -171,6 +161,28 @@ class Session:
         cfg.train = dataclasses.replace(self.cfg.train, **train)
         method = copy.deepcopy(self.method)
         return _assemble(cfg, self.device, method, self.dist, self.dataset, self.data_note)
+
+
+def run_state(
+    cfg: Config,
+    method: Method,
+    ema: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    step: int,
+) -> dict[str, Any]:
+    """What a checkpoint holds (optimizer None: the trainer starts AdamW fresh)."""
+    return {
+        "format": STATE_FORMAT,
+        "step": step,
+        "method": cfg.method.name,
+        "model": method.state_dict(),
+        "ema": ema.state_dict(),
+        "optimizer": None if optimizer is None else optimizer.state_dict(),
+        "scheduler": None if scheduler is None else scheduler.state_dict(),
+        "config": cfg.to_dict(),
+        "torch_version": torch.__version__,
+    }
 
 
 def _assemble(

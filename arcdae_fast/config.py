@@ -20,7 +20,7 @@ import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -87,43 +87,42 @@ def _check_levels(key: str, mult: tuple[int, ...], resolution: int) -> None:
         )
 
 
-_HEADS_DOC = "channels per attention head; 0: num_heads heads (DiffAE: one head)"
-
-
 @dataclass
-class DenoiserConfig:
-    """The ADM U-Net denoiser (arcdae_fast/models/unet.py); defaults: DiffAE's FFHQ-128."""
+class NetConfig:
+    """Sizes shared by the ADM networks (the denoiser's and the encoder's sections)."""
 
+    KEY: ClassVar[str] = "model.*"
     base_channels: int = option(128, min=1)
     channel_mult: tuple[int, ...] = option((1, 1, 2, 3, 4))
     num_res_blocks: int = option(2, min=1)
     attn_resolutions: tuple[int, ...] = option((16,))
-    dropout: float = option(0.1, min=0.0)
-    embed_channels: int = option(512, min=1, doc="width of the time embedding (DiffAE: 512)")
     num_heads: int = option(1, min=1, doc="attention heads (when head_channels is 0)")
-    head_channels: int = option(0, min=0, doc=_HEADS_DOC)
+    head_channels: int = option(
+        0, min=0, doc="channels per attention head; 0: num_heads heads (DiffAE: one head)"
+    )
     max_groups: int = option(32, min=1, doc="GroupNorm groups (the largest divisor <= this)")
 
     def check(self, cfg: Config) -> None:
-        _check_levels("model.denoiser.channel_mult", self.channel_mult, cfg.data.resolution)
+        _check_levels(f"{self.KEY}.channel_mult", self.channel_mult, cfg.data.resolution)
 
 
 @dataclass
-class EncoderConfig:
+class DenoiserConfig(NetConfig):
+    """The ADM U-Net denoiser (arcdae_fast/models/unet.py); defaults: DiffAE's FFHQ-128."""
+
+    KEY: ClassVar[str] = "model.denoiser"
+    dropout: float = option(0.1, min=0.0)
+    embed_channels: int = option(512, min=1, doc="width of the time embedding (DiffAE: 512)")
+
+
+@dataclass
+class EncoderConfig(NetConfig):
     """The semantic encoder: the downsampling half of an ADM U-Net (models/encoder.py);
     defaults: DiffAE's FFHQ-128."""
 
-    base_channels: int = option(128, min=1)
+    KEY: ClassVar[str] = "model.encoder"
     channel_mult: tuple[int, ...] = option((1, 1, 2, 3, 4, 4))
-    num_res_blocks: int = option(2, min=1)
-    attn_resolutions: tuple[int, ...] = option((16,))
     z_dim: int = option(512, min=1, doc="width of the holistic code z")
-    num_heads: int = option(1, min=1, doc="attention heads (when head_channels is 0)")
-    head_channels: int = option(0, min=0, doc=_HEADS_DOC)
-    max_groups: int = option(32, min=1, doc="GroupNorm groups (the largest divisor <= this)")
-
-    def check(self, cfg: Config) -> None:
-        _check_levels("model.encoder.channel_mult", self.channel_mult, cfg.data.resolution)
 
 
 @dataclass

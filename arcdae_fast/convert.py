@@ -277,7 +277,8 @@ def convert_diffae(
     preset = config or preset_for(ckpt)
     cfg: Config = load_config(preset, [f"method.name={method_name}", *overrides])
     if cfg.model.arch != "diffae":
-        raise ConvertError(f"model.arch={cfg.model.arch!r}: DiffAE's checkpoints need model.arch=diffae")
+        arch = cfg.model.arch
+        raise ConvertError(f"model.arch={arch!r}: DiffAE's checkpoints need model.arch=diffae")
     torch.manual_seed(cfg.train.seed)
     method = methods.build(cfg)
     table = key_table(method)

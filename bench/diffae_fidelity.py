@@ -120,7 +120,7 @@ def check_function(src: Path, heads: int) -> bool:
     theirs = diffae_model(
         src, 32, 32, (1, 2, 2), (1, 2, 2, 2), attention_resolutions=(16, 8), num_heads=heads
     )
-    for name, p in theirs.named_parameters():  # re-draw zero-initialised layers
+    for p in theirs.parameters():  # re-draw zero-initialised layers
         if p.abs().max() == 0:
             torch.nn.init.normal_(p, std=0.05)
     theirs.eval()

@@ -44,9 +44,7 @@ class Toy(Method):
     def __init__(self, cfg):
         super().__init__(cfg)
         self.code = nn.ParameterDict({"z": nn.Parameter(torch.zeros(self.mcfg.code_dim))})
-        self.denoiser = build_denoiser(
-            cfg.model, cfg.data.resolution, cond_dim=self.mcfg.code_dim
-        )
+        self.denoiser = build_denoiser(cfg.model, cfg.data.resolution, cond_dim=self.mcfg.code_dim)
         self.schedule = VPSchedule(cfg.diffusion.schedule, cfg.diffusion.T)
         self.loss = DiffusionLoss(cfg.diffusion.parameterization)
 

@@ -40,9 +40,24 @@ torch._functorch.config.donated_buffer = False  # noqa: SLF001
 
 
 def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model with its native-bf16 flags and the thread count
+    (machines differ: AMX, AVX512-BF16 only, AVX2 only)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    from arcdae_fast.step import cpu_bf16_flags
+
+    model = _cpu_model() or platform.processor() or platform.machine()
+    bf16 = "+".join(cpu_bf16_flags()) or "no native bf16"
+    return f"cpu ({model}, {bf16}, {torch.get_num_threads()} threads)"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = (ln for ln in f if ln.startswith("model name"))
+            return next((ln.split(":", 1)[1].strip() for ln in lines), "")
+    except OSError:
+        return ""
 
 
 def git_commit() -> str:

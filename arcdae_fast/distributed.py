@@ -5,7 +5,8 @@ gloo on CPU) and pins rank r to cuda:LOCAL_RANK. The data parallelism is written
 than wrapped in DistributedDataParallel, so the eager and the compiled step share it and a
 run on N ranks is the single-process run on the same global batch:
 - every rank draws the step's random inputs for the global batch and keeps its rows;
-- the InfoNCE terms gather all ranks' codes (`gather_rows`, objective.gather_negatives);
+- the InfoNCE terms gather all ranks' codes (`gather_rows`, handed to the method by
+  `Method.distribute`; ArcDAE's method.gather_negatives);
 - after backward one flattened all-reduce averages the gradients (no overlap with backward:
   the simple, deterministic choice); clipping, AdamW and the EMAs then run identically on
   every rank, so the replicas stay bit-identical (`check_replicas` verifies it).

@@ -47,8 +47,9 @@ def _section(cls: type, doc: str = "") -> Any:
 class DataConfig:
     dataset: str = option(
         "synthetic",
-        choices=("synthetic", "folder", "ffhq", "celeba", "prepared"),
-        doc="synthetic: the bundled generator; folder: any image tree; prepared: the output "
+        choices=("synthetic", "folder", "ffhq", "celeba", "celebahq", "lfw", "prepared"),
+        doc="synthetic: the bundled generator; folder: any image tree; celebahq: CelebAMask-HQ's "
+        "layout with its attributes; lfw: LFW with lfw_attributes.txt; prepared: the output "
         "of python -m arcdae_fast.data.prepare",
     )
     root: str | None = option(None, doc="dataset folder (synthetic: generated there if missing)")
@@ -174,6 +175,50 @@ class OpsConfig:
             raise ConfigError(f"config: {e}") from None
 
 
+SUITES = ("probe", "regress", "tad", "recon", "fid")
+
+
+@dataclass
+class EvalConfig:
+    """The evaluation suites (python -m arcdae_fast.eval; train.eval_every), SPEC section 6."""
+
+    weights_dir: str | None = option(
+        None, doc="folder of the pretrained feature networks (FID Inception, LPIPS AlexNet)"
+    )
+    cache_dir: str | None = option(
+        None, doc="FID reference statistics (default ~/.cache/arcdae_fast)"
+    )
+    batch_size: int = option(64, min=1, doc="images per batch when encoding / reconstructing")
+    split_seed: int = option(0, min=0, doc="80/10/10 split of datasets without an official one")
+    max_images: int = option(0, min=0, doc="images per split at most (0: all)")
+    probe_epochs: int = option(15, min=1)
+    probe_lr: float = option(1e-3, min=0.0)
+    probe_batch_size: int = option(128, min=1)
+    label_fraction: float = option(1.0, min=1e-6, doc="share of the training labels the probes use")
+    tad_threshold: float = option(0.75, min=0.5, doc="best AUROC an attribute needs to count")
+    tad_mi_threshold: float = option(
+        0.2, min=0.0, doc="InfoDiffusion's filter: max shared information / entropy; 1 disables"
+    )
+    recon_steps: int = option(100, min=1, doc="DDIM steps of the reconstruction suite")
+    recon_images: int = option(0, min=0, doc="images reconstructed (0: the whole split)")
+    seed: int = option(0, min=0, doc="random x_T and probe initialisation")
+    during_training: tuple[str, ...] = option(
+        ("probe", "recon"), doc="suites train.eval_every runs (cheap ones: probe, recon)"
+    )
+    during_training_images: int = option(256, min=8, doc="images per split at train time")
+    during_training_recon_steps: int = option(20, min=1)
+
+    def check(self, cfg: Config) -> None:
+        bad = [s for s in self.during_training if s not in SUITES]
+        if bad:
+            raise ConfigError(
+                f"config: eval.during_training has unknown suite {bad[0]!r}; suites: "
+                f"{', '.join(SUITES)}"
+            )
+        if self.label_fraction > 1:
+            raise ConfigError("config: eval.label_fraction must be in (0, 1]")
+
+
 @dataclass
 class TrainConfig:
     batch_size: int = option(
@@ -192,6 +237,9 @@ class TrainConfig:
     keep_checkpoints: int = option(3, min=1)
     sample_every: int = option(1000, min=0, doc="PNG grid of reconstructions; 0 disables")
     sample_steps: int = option(20, min=1, doc="DDIM steps for the grids")
+    eval_every: int = option(
+        0, min=0, doc="run eval.during_training on the EMA weights every N steps (0: never)"
+    )
     device: str = option("auto", choices=("auto", "cpu", "cuda"))
     precision: str = option(
         "auto",
@@ -230,6 +278,7 @@ class Config:
     method: MethodConfig = _section(MethodConfig)
     ops: OpsConfig = _section(OpsConfig)
     train: TrainConfig = _section(TrainConfig)
+    eval: EvalConfig = _section(EvalConfig)
     # what the alias translation renamed (not part of the configuration)
     notes: list[str] = field(default_factory=list, compare=False, repr=False)
 
@@ -259,10 +308,12 @@ RESUME_MUTABLE = {
     "train.step",  # the fast and reference steps compute the same function
     "train.compile_mode",
     "ops.backend",  # every backend computes the same function (tests/test_<op>.py)
+    "train.eval_every",
     "data.root",
     "data.num_workers",
     "data.loader",
 }
+RESUME_MUTABLE_SECTIONS = ("eval.",)  # evaluation settings never change the training
 
 # ---- aliases: the pre-methods layout -> the new keys ---------------------------------------
 ALIASES: dict[str, tuple[str, ...]] = {

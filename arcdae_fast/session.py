@@ -15,13 +15,14 @@ import dataclasses
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from . import distributed, methods
-from .config import Config, ConfigError
+from . import checkpoint, distributed, methods
+from .config import Config, ConfigError, diff_keys, from_dict, with_overrides
 from .data.datasets import DataError, ImageDataset
 from .data.loader import build_dataset, make_loader, model_input
 from .ema import frozen_copy
@@ -240,3 +241,66 @@ def build(
     if dist is not None:
         method.distribute(distributed.gather_rows)
     return _assemble(cfg, device, method, dist, dataset, note)
+
+
+@dataclass
+class TrainedRun:
+    """A trained run loaded for evaluation or inference: its config, the method with its
+    trained weights, the evaluation EMA (`ema`, a module dict like method.trainable())."""
+
+    cfg: Config
+    method: Method
+    ema: nn.ModuleDict
+    step: int
+    checkpoint: Path
+    device: torch.device
+    notes: list[str] = field(default_factory=list)
+
+
+LOAD_MUTABLE = ("data.", "eval.", "ops.", "train.device", "train.num_threads")
+
+
+def load_run(
+    run: Path, ckpt: Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> TrainedRun:
+    """The newest checkpoint of a run folder (or `ckpt`), with `key=value` overrides of what
+    does not change the network (data.*, eval.*, ops.*, train.device)."""
+    from .legacy import upgrade_state
+
+    run = Path(run)
+    if ckpt is None:
+        found = checkpoint.list_checkpoints(run / "checkpoints")
+        if not found:
+            raise ConfigError(
+                f"config: {run} has no checkpoints/ckpt_*.pt (a run folder of "
+                "python -m arcdae_fast.train or arcdae_fast.convert)"
+            )
+        ckpt = found[-1][1]
+    ckpt = Path(ckpt)
+    if not ckpt.is_file():
+        raise ConfigError(f"config: no checkpoint file {ckpt}")
+    state = upgrade_state(torch.load(ckpt, map_location="cpu", weights_only=False))
+    notes: list[str] = []
+    cfg = from_dict(with_overrides(state["config"], overrides, notes), notes)
+    changed = [
+        k
+        for k in diff_keys(from_dict(state["config"]).to_dict(), cfg.to_dict())
+        if not k.startswith(LOAD_MUTABLE)
+    ]
+    if changed:
+        raise ConfigError(
+            f"config: {', '.join(changed)} would change the trained network; only "
+            f"{', '.join(k.rstrip('.') + ('.*' if k.endswith('.') else '') for k in LOAD_MUTABLE)} "
+            "may be overridden here"
+        )
+    device = pick_device(cfg.train.device)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    apply_backend(cfg)
+    method = methods.build(cfg)
+    method.load_state_dict(state["model"])
+    ema = frozen_copy(method.trainable())
+    ema.load_state_dict(state["ema"])
+    method.to(device).eval()
+    ema.to(device).eval()
+    return TrainedRun(cfg, method, ema, int(state["step"]), ckpt, device, cfg.notes)

@@ -24,7 +24,14 @@ import yaml
 from tqdm import tqdm
 
 from . import checkpoint, distributed, session
-from .config import RESUME_MUTABLE, Config, ConfigError, diff_keys, load_config
+from .config import (
+    RESUME_MUTABLE,
+    RESUME_MUTABLE_SECTIONS,
+    Config,
+    ConfigError,
+    diff_keys,
+    load_config,
+)
 from .data.datasets import DataError, collate
 from .data.loader import model_input
 from .legacy import upgrade_state
@@ -68,6 +75,7 @@ class Trainer:
         self.world = 1 if self.dist is None else self.dist.world
         self.ckpt_dir = self.out / "checkpoints"
         self.metrics_path = self.out / "metrics.jsonl"
+        self._eval_warned: set[str] = set()
 
     def _resume(self) -> int:
         found = checkpoint.load_latest(self.ckpt_dir, map_location=self.s.device)
@@ -76,7 +84,9 @@ class Trainer:
         step, state, path = found
         state = upgrade_state(state)
         changed = [
-            k for k in diff_keys(state["config"], self.cfg.to_dict()) if k not in RESUME_MUTABLE
+            k
+            for k in diff_keys(state["config"], self.cfg.to_dict())
+            if k not in RESUME_MUTABLE and not k.startswith(RESUME_MUTABLE_SECTIONS)
         ]
         if changed:
             raise ConfigError(
@@ -158,6 +168,31 @@ class Trainer:
         )
         return self._loop(self.s.step, loader, start, fixed)
 
+    def _evaluate(self, step: int) -> dict[str, float]:
+        """eval.during_training on the EMA weights, on subsets (eval.during_training_images
+        per split), reported on the validation split; the training's random state is left as
+        it was (the bit-exact resume holds)."""
+        from .eval.suites import Evaluator, flat
+
+        ec, dev = self.cfg.eval, self.s.device
+        devices = [dev.index or 0] if dev.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            ev = Evaluator(
+                self.cfg,
+                self.s.method,
+                self.s.ema,
+                dev,
+                split="valid",
+                max_images=ec.during_training_images,
+                recon_steps=ec.during_training_recon_steps,
+            )
+            results = ev.run(ec.during_training)
+        for name, r in results.items():
+            if "skipped" in r and name not in self._eval_warned:
+                self._eval_warned.add(name)
+                self._say(f"warning: train-time eval {name} skipped: {r['skipped']}")
+        return flat(results)
+
     def _say(self, msg: str) -> None:
         if self.main:
             print(msg, file=sys.stderr, flush=True)
@@ -230,6 +265,12 @@ class Trainer:
                     bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['img_per_s']:.1f}")
                     window, n_win, imgs, t0 = {}, 0, 0, time.perf_counter()
                 bar.update(1)
+                if self.main and tc.eval_every and step % tc.eval_every == 0:
+                    rec = {"step": step, **self._evaluate(step)}
+                    metrics.write(json.dumps(rec) + "\n")
+                    metrics.flush()
+                    if "eval_probe_ap" in rec:
+                        bar.set_postfix(ap=f"{rec['eval_probe_ap']:.3f}")
                 if self.main and tc.sample_every and step % tc.sample_every == 0:
                     self._grid(step, fixed)
                 done = step >= tc.max_steps

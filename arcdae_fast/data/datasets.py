@@ -109,6 +109,19 @@ class ImageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    def subset(self, idx: np.ndarray) -> ImageDataset:
+        """The items at `idx` (their annotations with them)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        return ImageDataset(
+            [self.files[i] for i in idx],
+            self.resolution,
+            attrs=None if self.attrs is None else self.attrs[idx],
+            attr_names=self.attr_names,
+            factors=None if self.factors is None else self.factors[idx],
+            factor_names=self.factor_names,
+            crop_box=self.crop_box,
+        )
+
     def __getitem__(self, key: int | tuple[int, bool]) -> dict | Skipped:
         idx, flip = key if isinstance(key, tuple) else (key, False)
         path = self.files[idx]

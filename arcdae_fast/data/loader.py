@@ -12,6 +12,7 @@ import torch
 from ..config import DataConfig
 from . import dali, synthetic
 from ._prepare_worker import CELEBA_CROP_BOX
+from .annotated import CELEBAHQ_HELP, LFW_HELP, celebahq_format, lfw_format
 from .datasets import (
     CELEBA_HELP,
     FFHQ_HELP,
@@ -35,13 +36,22 @@ def build_dataset(cfg: DataConfig) -> ImageDataset:
         synthetic.generate(root, cfg.synthetic_count, cfg.synthetic_size)
         return celeba_format(root, cfg.resolution, cfg.split)
     if not cfg.root:
-        help_text = {"ffhq": FFHQ_HELP, "celeba": CELEBA_HELP}.get(cfg.dataset, "")
+        help_text = {
+            "ffhq": FFHQ_HELP,
+            "celeba": CELEBA_HELP,
+            "celebahq": CELEBAHQ_HELP,
+            "lfw": LFW_HELP,
+        }.get(cfg.dataset, "")
         raise DataError(
             f"data.root is not set for data.dataset={cfg.dataset!r}. {help_text}".strip()
         )
     root = Path(cfg.root).expanduser()
     if cfg.dataset == "prepared":
         return prepared_dataset(root, cfg.resolution, cfg.split)
+    if cfg.dataset == "celebahq":
+        return celebahq_format(root, cfg.resolution)
+    if cfg.dataset == "lfw":
+        return lfw_format(root, cfg.resolution)
     if cfg.dataset == "celeba":
         if not root.exists():
             raise DataError(f"data.root {str(root)!r} does not exist. {CELEBA_HELP}")
@@ -99,6 +109,17 @@ def make_loader(
         world_size=world_size,
         pin_memory=device.type == "cuda",
     ), (f"torch DataLoader + PIL{why}")
+
+
+def has_partition(cfg: DataConfig) -> bool:
+    """Whether the dataset carries an official train/valid/test split (CelebA's layout)."""
+    if cfg.dataset in ("synthetic", "celeba"):
+        return True
+    return (
+        cfg.dataset == "prepared"
+        and bool(cfg.root)
+        and (Path(cfg.root).expanduser() / "list_eval_partition.txt").is_file()
+    )
 
 
 def prepared_dataset(root: Path, resolution: int, split: str) -> ImageDataset:

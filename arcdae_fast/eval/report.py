@@ -1,0 +1,153 @@
+"""What `python -m arcdae_fast.eval` writes into DIR/eval/<step>/: eval.json (every number,
+the protocol settings, the data and checkpoint used), report.md (the tables) and its plots:
+per-attribute AP bars (ap.png), TAD per attribute (tad.png), and the reconstruction grid
+(recon.png: originals, from the inverted x_T, from a random x_T)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..checkpoint import atomic_write
+from ..viz import to_grid
+
+
+def _bars(path: Path, labels: list[str], values: list[float], title: str, ylabel: str, line=None):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * len(labels) + 1), 3.2))
+    ax.bar(range(len(labels)), values, color="#4472c4")
+    if line is not None:
+        ax.axhline(line, color="#c00000", lw=1, ls="--")
+    ax.set_xticks(range(len(labels)), labels, rotation=70, ha="right", fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def write(out: Path, result: dict[str, Any], recon_rows=None) -> list[Path]:
+    """eval.json, report.md and the plots; returns the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "eval.json"]
+    atomic_write(paths[0], lambda f: f.write(json.dumps(result, indent=2).encode()))
+    s = result["suites"]
+    md = [
+        f"# Evaluation of {result['run']}",
+        "",
+        f"- checkpoint: `{result['checkpoint']}` (step {result['step']}, method "
+        f"{result['method']}, the EMA weights)",
+        f"- data: {result['data']['dataset']} ({result['data']['root']}), split "
+        f"{result['split']}, {result['data']['resolution']} px",
+        f"- settings: {json.dumps(result['settings'])}",
+        "",
+    ]
+    for name, r in s.items():
+        md.append(f"## {name}")
+        if "skipped" in r:
+            md += ["", f"not run: {r['skipped']}", ""]
+            continue
+        if name == "probe":
+            md += [
+                "",
+                f"mean AP **{_fmt(r['mean_ap'])}** (best epoch {r['best_epoch']}, "
+                f"validation {_fmt(r['valid_mean_ap'])}, {r['train_samples']} training codes)",
+                "",
+                "| attribute | AP |",
+                "|---|---|",
+            ]
+            md += [f"| {k} | {_fmt(v)} |" for k, v in r["per_attribute"].items()]
+            keys = [k for k, v in r["per_attribute"].items() if v is not None]
+            _bars(
+                out / "ap.png",
+                keys,
+                [r["per_attribute"][k] for k in keys],
+                f"attribute probe: mean AP {r['mean_ap']:.3f}",
+                "AP",
+            )
+            md += ["", "![AP per attribute](ap.png)"]
+            paths.append(out / "ap.png")
+        elif name == "regress":
+            md += [
+                "",
+                f"mean Pearson r **{_fmt(r['mean_pearson_r'])}**, mean MSE "
+                f"**{_fmt(r['mean_mse'])}** (standardised targets; best epoch {r['best_epoch']})",
+                "",
+                "| target | Pearson r | MSE |",
+                "|---|---|---|",
+            ]
+            md += [
+                f"| {k} | {_fmt(v['pearson_r'])} | {_fmt(v['mse'])} |"
+                for k, v in r["per_target"].items()
+            ]
+        elif name == "tad":
+            md += [
+                "",
+                f"TAD **{_fmt(r['tad'])}**, ATTRS **{r['attrs']}** (best AUROC >= "
+                f"{r['threshold']}, shared information <= {r['mi_threshold']})",
+                "",
+                "| attribute | best AUROC | dim | gap | shared info | counted |",
+                "|---|---|---|---|---|---|",
+            ]
+            per = r["per_attribute"]
+            md += [
+                f"| {k} | {_fmt(v['best_auroc'])} | {v['best_dim']} | {_fmt(v['gap'])} | "
+                f"{_fmt(v['shared_information'])} | {'yes' if v['counted'] else 'no'} |"
+                for k, v in per.items()
+            ]
+            _bars(
+                out / "tad.png",
+                list(per),
+                [v["best_auroc"] for v in per.values()],
+                f"TAD {r['tad']:.3f}, ATTRS {r['attrs']}: best AUROC per attribute",
+                "best AUROC",
+                line=r["threshold"],
+            )
+            md += ["", "![best AUROC per attribute](tad.png)"]
+            paths.append(out / "tad.png")
+        elif name == "recon":
+            md += [
+                "",
+                f"{r['images']} images, {r['steps']} DDIM steps",
+                "",
+                "| x_T | MSE | PSNR | SSIM | LPIPS |",
+                "|---|---|---|---|---|",
+            ]
+            for start in ("inverted", "random"):
+                v = r[start]
+                md.append(
+                    f"| {start} | {_fmt(v['mse'])} | {_fmt(v['psnr'])} | "
+                    f"{_fmt(v['ssim'])} | {_fmt(v['lpips'])} |"
+                )
+            if r.get("lpips_note"):
+                md += ["", f"LPIPS not computed: {r['lpips_note']}"]
+            if recon_rows is not None:
+                to_grid(recon_rows).save(out / "recon.png")
+                md += [
+                    "",
+                    "Rows: originals; from the inverted x_T; from a random x_T.",
+                    "",
+                    "![reconstructions](recon.png)",
+                ]
+                paths.append(out / "recon.png")
+        elif name == "fid":
+            md += [
+                "",
+                f"rFID from the inverted x_T **{_fmt(r['rfid_inverted'])}**, from a random "
+                f"x_T **{_fmt(r['rfid_random'])}** ({r['note']})",
+            ]
+        md.append("")
+    atomic_write(out / "report.md", lambda f: f.write("\n".join(md).encode()))
+    paths.append(out / "report.md")
+    return paths

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from .errors import doing, make_dir
+
 PATTERN = re.compile(r"^ckpt_(\d{8})\.pt$")
 
 
@@ -30,10 +32,20 @@ def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def atomic_write(path: Path, write: Any) -> None:
-    """Call write(file_object) on a temp file beside `path`, fsync it, rename onto `path`."""
+TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # atomic_write's temp files
+
+
+def atomic_write(path: Path, write: Any, what: str = "", hint: str | Any = "") -> None:
+    """Call write(file_object) on a temp file beside `path`, fsync it, rename onto `path`. An
+    OSError becomes a one-line IOFailure naming `what` (e.g. "checkpoint") and `path`; `hint`
+    (a string or a callable giving one) says what is intact."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent)
+    with doing(f"write {what}".strip(), path, hint):
+        _atomic_write(path, write)
+
+
+def _atomic_write(path: Path, write: Any) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -53,10 +65,29 @@ def atomic_write(path: Path, write: Any) -> None:
 
 def save(folder: Path, step: int, state: dict[str, Any], keep: int = 3) -> Path:
     path = path_for(folder, step)
-    atomic_write(path, lambda f: torch.save(state, f))
+
+    def intact() -> str:
+        found = [p for _, p in list_checkpoints(folder) if p != path]
+        return f"the previous checkpoint {found[-1].name} is intact" if found else ""
+
+    atomic_write(path, lambda f: torch.save(state, f), "checkpoint", intact)
     for _, old in list_checkpoints(folder)[:-keep]:
-        old.unlink(missing_ok=True)
+        with doing("remove the old checkpoint", old):
+            old.unlink(missing_ok=True)
     return path
+
+
+def remove_leftovers(folder: Path) -> list[Path]:
+    """Delete the temp files interrupted atomic writes left in `folder` (never checkpoints:
+    those are only ever renamed into place complete); returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    gone = [p for p in folder.iterdir() if TEMP.match(p.name) and p.is_file()]
+    for p in gone:
+        with doing("remove the leftover temp file", p):
+            p.unlink(missing_ok=True)
+    return gone
 
 
 def load_latest(

@@ -24,16 +24,23 @@ from typing import Any, ClassVar
 
 import yaml
 
+from .errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A configuration problem, reported to the user without a traceback."""
 
 
 # A config key: its default and how it is checked; `doc` shows in --help listings.
 def option(
-    default: Any, *, choices: tuple | None = None, min: float | None = None, doc: str = ""
+    default: Any,
+    *,
+    choices: tuple | None = None,
+    min: float | None = None,
+    max: float | None = None,
+    doc: str = "",
 ) -> Any:
-    meta = {"choices": choices, "min": min, "doc": doc}
+    meta = {"choices": choices, "min": min, "max": max, "doc": doc}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -105,6 +112,21 @@ class NetConfig:
 
     def check(self, cfg: Config) -> None:
         _check_levels(f"{self.KEY}.channel_mult", self.channel_mult, cfg.data.resolution)
+        from .models.layers import attention_heads
+
+        res, sites = cfg.data.resolution, []
+        for m in self.channel_mult:  # attention at the listed resolutions, and the middle's
+            if res in self.attn_resolutions:
+                sites.append(self.base_channels * m)
+            res //= 2
+        for ch in [*sites, self.base_channels * self.channel_mult[-1]]:
+            try:
+                attention_heads(ch, self.num_heads, self.head_channels)
+            except ValueError as e:
+                raise ConfigError(
+                    f"config: {self.KEY}.num_heads={self.num_heads} / head_channels="
+                    f"{self.head_channels}: {e}"
+                ) from None
 
 
 @dataclass
@@ -112,7 +134,7 @@ class DenoiserConfig(NetConfig):
     """The ADM U-Net denoiser (arcdae_fast/models/unet.py); defaults: DiffAE's FFHQ-128."""
 
     KEY: ClassVar[str] = "model.denoiser"
-    dropout: float = option(0.1, min=0.0)
+    dropout: float = option(0.1, min=0.0, max=0.99)
     embed_channels: int = option(512, min=1, doc="width of the time embedding (DiffAE: 512)")
 
 
@@ -231,7 +253,7 @@ class TrainConfig:
     weight_decay: float = option(0.0, min=0.0)
     adam_betas: tuple[float, ...] = option((0.9, 0.999))
     ema_decay: float = option(0.9999, min=0.0, doc="evaluation EMA; warm-up min(d, (1+t)/(10+t))")
-    seed: int = option(0, min=0)
+    seed: int = option(0, min=0, max=2**63 - 1)
     log_every: int = option(10, min=1)
     ckpt_every: int = option(500, min=1)
     keep_checkpoints: int = option(3, min=1)
@@ -464,6 +486,8 @@ def _convert(key: str, value: Any, tp: Any, meta: dict) -> Any:
         raise ConfigError(f"config: {key} must be one of {list(meta['choices'])}, got {value!r}")
     if meta.get("min") is not None and value < meta["min"]:
         raise ConfigError(f"config: {key} must be >= {meta['min']}, got {value!r}")
+    if meta.get("max") is not None and value > meta["max"]:
+        raise ConfigError(f"config: {key} must be <= {meta['max']}, got {value!r}")
     return value
 
 
@@ -583,15 +607,30 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     try:
         parsed = yaml.safe_load(value) if value else None
     except yaml.YAMLError as e:
-        raise ConfigError(f"config: cannot parse the value in override {item!r}: {e}") from None
+        raise ConfigError(
+            f"config: cannot parse the value of override {item!r}: {yaml_problem(e)} of the value"
+        ) from None
     return key.split("."), parsed
+
+
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """YAML's error as one phrase: what, and where (line:column, 1-based)."""
+    mark = getattr(e, "problem_mark", None)
+    what = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return f"{what} at line {mark.line + 1}, column {mark.column + 1}" if mark else what
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+        text = Path(path).read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"config: {path} is not a text (YAML) file") from None
+    except OSError as e:
+        raise ConfigError(f"config: cannot read {path}: {e.strerror or e}") from None
+    try:
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"config: {path} is not valid YAML: {e}") from None
+        raise ConfigError(f"config: {path} is not valid YAML: {yaml_problem(e)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config: {path} must hold a mapping of sections")
     return raw

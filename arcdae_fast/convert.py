@@ -38,15 +38,16 @@ import torch
 import yaml
 from torch import nn
 
-from . import checkpoint, methods, session
-from .config import Config, ConfigError, load_config
+from . import checkpoint, errors, methods, session
+from .config import Config, load_config
 from .ema import frozen_copy
+from .errors import UserError
 from .methods import Method
 from .models.layers import AttentionBlock, ResBlock
 from .step import build_optimizer
 
 
-class ConvertError(ValueError):
+class ConvertError(UserError, ValueError):
     """A checkpoint that does not fit the network; reported without a traceback."""
 
 
@@ -319,7 +320,7 @@ def convert_diffae(
         "global_step": ckpt.get("global_step"),
         "left_out": left_out,
     }
-    out.mkdir(parents=True, exist_ok=True)
+    errors.make_dir(out, "run folder")
     checkpoint.atomic_write(
         out / "config.yaml",
         lambda f: f.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode()),
@@ -375,7 +376,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    try:
+
+    def work() -> int:
         path = convert_diffae(
             a.ckpt,
             a.out,
@@ -387,12 +389,11 @@ def main(argv: list[str] | None = None) -> int:
             trust_pickle=a.trust_pickle,
             log=say,
         )
-    except (ConvertError, ConfigError) as e:
-        say(f"error: {e}")
-        return 2
-    train = f"python -m arcdae_fast.train --config {a.out}/config.yaml --out {a.out}"
-    say(f"wrote {path}; train on with: {train}")
-    return 0
+        train = f"python -m arcdae_fast.train --config {a.out}/config.yaml --out {a.out}"
+        say(f"wrote {path}; train on with: {train}")
+        return 0
+
+    return errors.run(work)
 
 
 if __name__ == "__main__":

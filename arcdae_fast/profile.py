@@ -35,9 +35,10 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from . import session
-from .config import ConfigError, load_config
-from .data.datasets import DataError
+from . import errors, session
+from .checkpoint import atomic_write
+from .config import load_config
+from .errors import doing, make_dir
 from .measure import PeakMemory, count_flops, known_peak, sync
 from .phases import BACKWARD, PREFIX, STEP, phase
 
@@ -194,8 +195,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sync(device)
         profiled_ms = (time.perf_counter() - t) * 1e3 / args.steps
     if args.trace:
-        Path(args.trace).parent.mkdir(parents=True, exist_ok=True)
-        prof.export_chrome_trace(str(args.trace))
+        make_dir(Path(args.trace).parent)
+        with doing("write the trace", args.trace):
+            prof.export_chrome_trace(str(args.trace))
     phases, top_ops = summarize(prof, args.steps, cuda, args.top)
 
     bf16 = s.precision != "fp32"
@@ -300,16 +302,22 @@ def print_report(r: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
+
+    def work() -> int:
+        if args.json:  # before the minutes of measuring, not after
+            make_dir(Path(args.json).parent)
+            errors.check_writable(Path(args.json).parent)
         result = run(args)
-    except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print_report(result)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+        print_report(result)
+        if args.json:
+            atomic_write(
+                Path(args.json),
+                lambda f: f.write((json.dumps(result, indent=2) + "\n").encode()),
+                "the results",
+            )
+        return 0
+
+    return errors.run(work)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from torch import nn
 
 from . import checkpoint, distributed, methods
 from .config import Config, ConfigError, diff_keys, from_dict, with_overrides
-from .data.datasets import DataError, ImageDataset
+from .data.datasets import DataError, ImageDataset, first_readable
 from .data.loader import build_dataset, make_loader, model_input
 from .ema import frozen_copy
 from .malloc import keep_freed_memory
@@ -50,11 +50,14 @@ def step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step * 7_919 + 12_345) % (2**63 - 1)
 
 
-def apply_backend(cfg: Config) -> None:
-    """ops.backend as the process-level op backend choice; ARCDAE_FAST_BACKEND validated."""
+def apply_backend(cfg: Config, device: torch.device) -> None:
+    """ops.backend as the process-level op backend choice; it and ARCDAE_FAST_BACKEND
+    validated, also against the device (a forced backend that cannot run here is an error
+    now, not at the op's first call)."""
     try:
         _backends.env_spec()
         _backends.set_backend(cfg.ops.backend, "ops.backend")
+        _backends.check_runnable(device)
     except ValueError as e:
         raise ConfigError(f"config: {e}") from None
 
@@ -227,11 +230,12 @@ def build(
         torch.set_num_threads(tc.num_threads)
     if device.type == "cpu":
         keep_freed_memory()  # no page faults on every step's activations
-    apply_backend(cfg)
+    apply_backend(cfg, device)
     dataset, note = None, "no dataset asked for"
     if data != "none":
         try:
             dataset = build_dataset(cfg.data)
+            first_readable(dataset, 1)  # a dataset of undecodable files: said now
         except DataError as e:
             if data == "required":
                 raise
@@ -296,7 +300,7 @@ def load_run(
     device = pick_device(cfg.train.device)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    apply_backend(cfg)
+    apply_backend(cfg, device)
     method = methods.build(cfg)
     method.load_state_dict(state["model"])
     ema = frozen_copy(method.trainable())

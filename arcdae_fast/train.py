@@ -23,7 +23,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from . import checkpoint, distributed, session
+from . import checkpoint, distributed, errors, session
 from .config import (
     RESUME_MUTABLE,
     RESUME_MUTABLE_SECTIONS,
@@ -32,8 +32,9 @@ from .config import (
     diff_keys,
     load_config,
 )
-from .data.datasets import DataError, collate
+from .data.datasets import first_readable
 from .data.loader import model_input
+from .errors import Aborted, check_writable, doing, make_dir
 from .legacy import upgrade_state
 from .step import NonFiniteLoss, ReferenceStep
 from .viz import reconstruction_grid
@@ -53,7 +54,11 @@ class _Signals:
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.signum is not None:
-            raise KeyboardInterrupt
+            raise Aborted(
+                signum,
+                f"aborted at once by a second {signal.Signals(signum).name}; the checkpoints "
+                "written so far are intact",
+            )
         self.signum = signum
         print(
             f"\nreceived {signal.Signals(signum).name}: saving a checkpoint after this step",
@@ -64,6 +69,18 @@ class _Signals:
     def __exit__(self, *exc: Any) -> None:
         for s, h in self._old.items():
             signal.signal(s, h)
+
+
+def checkpoint_bytes(s: session.Session) -> int:
+    """About how large a checkpoint of this run is: the method's and the EMA's tensors and
+    AdamW's two moments per trained parameter, plus 5%."""
+
+    def size(tensors) -> int:
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    params = [p for g in s.optimizer.param_groups for p in g["params"]]
+    total = size(s.method.state_dict().values()) + size(s.ema.state_dict().values())
+    return int(1.05 * (total + 2 * size(params))) + (1 << 16)
 
 
 class Trainer:
@@ -110,8 +127,32 @@ class Trainer:
             if ln.strip() and json.loads(ln)["step"] <= step
         ]
         checkpoint.atomic_write(
-            self.metrics_path, lambda f: f.write("".join(k + "\n" for k in keep).encode())
+            self.metrics_path,
+            lambda f: f.write("".join(k + "\n" for k in keep).encode()),
+            "the metrics",
         )
+
+    def _prepare_folders(self) -> None:
+        """Before anything is built: the run folder and checkpoints/ exist and are writable;
+        temp files of interrupted writes are gone."""
+        make_dir(self.out, "run folder")
+        make_dir(self.ckpt_dir, "checkpoints folder")
+        for folder in (self.out, self.ckpt_dir):
+            for p in checkpoint.remove_leftovers(folder):
+                self._say(f"removed {p} (left by an interrupted write)")
+        check_writable(self.ckpt_dir)
+
+    def _check_space(self) -> None:
+        """Room for at least one checkpoint of this run (a warning below keep + 1)."""
+        need = checkpoint_bytes(self.s)
+        free = check_writable(self.ckpt_dir, need, "one checkpoint of this run")
+        keep = self.cfg.train.keep_checkpoints
+        if free < need * (keep + 1):
+            self._say(
+                f"warning: {self.ckpt_dir} has room for {free // need} checkpoint(s) of about "
+                f"{need / 1e6:.0f} MB; train.keep_checkpoints={keep} keeps {keep} plus the one "
+                "being written"
+            )
 
     def _save(self, step: int) -> Path:
         return checkpoint.save(
@@ -129,25 +170,36 @@ class Trainer:
         )
 
     def run(self) -> int:
+        fresh = self.main and not self.out.exists()
         try:
             return self._run()
+        except errors.UserError:
+            if fresh:  # a run that never started leaves no empty folder behind
+                for folder in (self.ckpt_dir, self.out):
+                    if folder.is_dir() and not any(folder.iterdir()):
+                        folder.rmdir()
+            raise
         finally:
             distributed.teardown()
 
     def _run(self) -> int:
         cfg, tc = self.cfg, self.cfg.train
+        if self.main:
+            self._prepare_folders()
         self.s = session.build(cfg, dist=self.dist)
         self.model = self.s.method
         for note in cfg.notes:
             self._say(note)
+        if self.main:
+            self._check_space()
         start = self._resume()
         if self.dist is not None:
             distributed.broadcast_state(self.s.method, self.s.ema)  # rank 0's weights everywhere
         if self.main:
-            self.out.mkdir(parents=True, exist_ok=True)
             checkpoint.atomic_write(
                 self.out / "config.yaml",
                 lambda f: f.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode()),
+                "the run's config",
             )
             self._truncate_metrics(start)
         if start >= tc.max_steps:
@@ -158,7 +210,7 @@ class Trainer:
             return 0
         loader, how = self.s.loader(start)
         dataset = self.s.dataset
-        fixed = collate([dataset[i] for i in range(min(8, len(dataset)))])["image"]
+        fixed = first_readable(dataset, 8)["image"]
         fixed = fixed.to(self.s.device)
         ranks = "" if self.dist is None else f" x {self.world} ranks"
         self._say(
@@ -216,7 +268,8 @@ class Trainer:
         window: dict[str, float] = {}
         n_win, imgs, skipped, t0 = 0, 0, 0, time.perf_counter()
         step = start
-        metrics_file = open(self.metrics_path, "a") if self.main else contextlib.nullcontext()
+        with doing("open", self.metrics_path):
+            metrics_file = open(self.metrics_path, "a") if self.main else contextlib.nullcontext()
         with _Signals() as sig, metrics_file as metrics:
             for batch in loader:
                 skipped += batch["skipped"]
@@ -260,15 +313,17 @@ class Trainer:
                         "lr": self.s.scheduler.get_last_lr()[0],
                         "skipped_images": skipped,
                     }
-                    metrics.write(json.dumps(rec) + "\n")
-                    metrics.flush()
+                    with doing("write", self.metrics_path):
+                        metrics.write(json.dumps(rec) + "\n")
+                        metrics.flush()
                     bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['img_per_s']:.1f}")
                     window, n_win, imgs, t0 = {}, 0, 0, time.perf_counter()
                 bar.update(1)
                 if self.main and tc.eval_every and step % tc.eval_every == 0:
                     rec = {"step": step, **self._evaluate(step)}
-                    metrics.write(json.dumps(rec) + "\n")
-                    metrics.flush()
+                    with doing("write", self.metrics_path):
+                        metrics.write(json.dumps(rec) + "\n")
+                        metrics.flush()
                     if "eval_probe_ap" in rec:
                         bar.set_postfix(ap=f"{rec['eval_probe_ap']:.3f}")
                 if self.main and tc.sample_every and step % tc.sample_every == 0:
@@ -316,21 +371,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="override any config key, at any depth (model.denoiser.channel_mult=[1,2]); "
         "`python -m arcdae_fast.info --keys [METHOD]` lists them all",
     )
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
+
+    def work() -> int:
         overrides = list(args.overrides)
         if args.max_steps is not None:
             overrides.append(f"train.max_steps={args.max_steps}")
         cfg = load_config(args.config, overrides)
         out = Path(args.out or Path("runs") / Path(args.config).stem)
         return Trainer(cfg, out, progress=not args.no_progress).run()
-    except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+
+    return errors.run(work)
 
 
 if __name__ == "__main__":

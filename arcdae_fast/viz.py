@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .errors import doing, make_dir
 from .methods import Method
 
 
@@ -42,6 +43,7 @@ def reconstruction_grid(
     for start in (method.invert(x0, z, steps=steps, nets=nets), x_T):
         rows.append(method.decode(z, start, steps=steps, nets=nets))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    to_grid(rows).save(path)
+    make_dir(path.parent)
+    with doing("write the sample grid", path):
+        to_grid(rows).save(path)
     return path

@@ -19,7 +19,8 @@ TORCH_LIBRARY(arcdae_fast_C, m) {
         "Tensor shift, Tensor? zscale, Tensor mean, Tensor rstd, Tensor sig, int groups) -> "
         "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // TAPA augmentation + noising (SPEC section 2) -> (x_t, view, noise); noise=None draws it
-  // (CUDA: Philox from (seed, offset); CPU: a torch generator seeded from them).
+  // (CUDA: Philox from (seed, offset); CPU: a torch generator seeded from them) and returns
+  // it; given noise, the third output is empty (outputs never alias inputs).
   m.def("augment_forward(Tensor x, Tensor params, Tensor alpha, Tensor sigma, Tensor? noise, "
         "int seed, int offset) -> (Tensor, Tensor, Tensor)");
   // InfoNCE primitives (see arcdae_fast/ops/infonce.py): row log-sum-exp of the logits

@@ -32,14 +32,18 @@ def prepare_one(job: tuple[str, str, int, str, int, bool]) -> dict:
             )
             left, top = (im.size[0] - size) // 2, (im.size[1] - size) // 2
             im = im.crop((left, top, left + size, top + size))
-            Path(dst).parent.mkdir(parents=True, exist_ok=True)
-            tmp = f"{dst}.tmp{os.getpid()}"
-            im.save(tmp, format=fmt.upper(), quality=quality) if fmt == "jpeg" else im.save(
-                tmp, format="PNG"
-            )
-            os.replace(tmp, dst)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         return {"skip": src, "reason": f"{type(e).__name__}: {e}"}
+    tmp = f"{dst}.tmp{os.getpid()}"
+    try:  # a failed write is the output's fault, not the image's: raised, not skipped
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        im.save(tmp, format=fmt.upper(), quality=quality) if fmt == "jpeg" else im.save(
+            tmp, format="PNG"
+        )
+        os.replace(tmp, dst)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror or str(e), dst) from None
     st = os.stat(src)
     return {
         "src": src,

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import UserError
 from .attrs import SPLITS, AnnotationError, read_partition, read_table
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
@@ -34,7 +35,7 @@ CELEBA_HELP = (
 )
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A dataset problem reported to the user without a traceback."""
 
 
@@ -135,6 +136,27 @@ class ImageDataset(torch.utils.data.Dataset):
         if self.factors is not None:
             item["factors"] = torch.from_numpy(self.factors[idx].astype(np.float32))
         return item
+
+
+def first_readable(ds: ImageDataset, n: int) -> dict:
+    """A batch of the first n images that decode (the fixed sample grid); a DataError naming
+    an example when none of the dataset's images does."""
+    good, bad = [], None
+    for i in range(len(ds)):
+        item = ds[i]
+        if isinstance(item, Skipped):
+            bad = bad or item
+            continue
+        good.append(item)
+        if len(good) == n:
+            break
+    if not good:
+        where = Path(ds.files[0]).parent if ds.files else "the dataset"
+        raise DataError(
+            f"none of the {len(ds)} images under {where} can be decoded (e.g. {bad.path}: "
+            f"{bad.reason})"
+        )
+    return collate(good)
 
 
 _warned: set[str] = set()

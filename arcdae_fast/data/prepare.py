@@ -27,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import errors
 from ..checkpoint import atomic_write
+from ..errors import check_writable, doing, make_dir
 from ._prepare_worker import prepare_one
 from .attrs import read_partition, read_table, write_partition, write_table
 from .datasets import DataError, list_images
@@ -67,10 +69,15 @@ def prepare(
         raise DataError(f"--out {out} must not be --src or inside it")
     celeba_layout = (src / "img_align_celeba").is_dir() and (src / "list_attr_celeba.txt").is_file()
     images = list_images(src / "img_align_celeba" if celeba_layout else src)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out, "output folder")
+    check_writable(out)
     manifest_path = out / MANIFEST
     done = _read_manifest(manifest_path)
     image_dir = out / ("img_align_celeba" if celeba_layout else "images")
+    if image_dir.is_dir():  # temp files of writes an interruption cut short
+        for leftover in image_dir.rglob("*.tmp[0-9]*"):
+            with doing("remove the leftover temp file", leftover):
+                leftover.unlink()
     jobs, kept, reused = [], {}, 0
     base = src / "img_align_celeba" if celeba_layout else src
     for p in images:
@@ -95,7 +102,9 @@ def prepare(
     rel_of = {str(p): str(p.relative_to(base)) for p in images}
     # spawn, not fork: the calling process may run OpenMP / DALI / torch threads
     pool = multiprocessing.get_context("spawn").Pool(workers or os.cpu_count())
-    with open(manifest_path, "a") as mf, pool:
+    with doing("write", manifest_path):
+        mf = open(manifest_path, "a")
+    with mf, pool, doing("write a prepared image under", out):
         for n, res in enumerate(pool.imap(prepare_one, jobs, chunksize=16), start=1):
             if "skip" in res:
                 skipped.append({"src": rel_of[res["skip"]], "reason": res["reason"]})
@@ -175,12 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", default="none", choices=["none", "celeba"])
     p.add_argument("--workers", type=int, default=None)
     a = p.parse_args(argv)
-    try:
+
+    def work() -> int:
         prepare(a.src, a.out, a.size, a.format, a.quality, a.crop, a.workers)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return errors.run(work)
 
 
 if __name__ == "__main__":

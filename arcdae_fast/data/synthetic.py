@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .attrs import write_partition, write_table
+from .datasets import DataError
 
 ATTRIBUTES = [
     "Male",
@@ -171,6 +172,13 @@ def draw_face(
     return img.resize((size, size), Image.LANCZOS)
 
 
+class ForeignFolder(DataError, FileExistsError):
+    """data.root holds something else: a one-line error, and a FileExistsError."""
+
+    def __init__(self, msg: str):
+        Exception.__init__(self, msg)
+
+
 def generate(
     root: str | os.PathLike, count: int = 2048, size: int = 64, seed: int = 0, quality: int = 95
 ) -> Path:
@@ -179,8 +187,8 @@ def generate(
     if (root / MARKER).is_file():
         return root
     if root.exists() and any(root.iterdir()):
-        raise FileExistsError(
-            f"{root} exists and is not a bundled synthetic dataset; choose an "
+        raise ForeignFolder(
+            f"data.root {root} exists and is not a bundled synthetic dataset; choose an "
             "empty or new folder for data.root"
         )
     root.parent.mkdir(parents=True, exist_ok=True)

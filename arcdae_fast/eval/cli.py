@@ -33,9 +33,8 @@ from pathlib import Path
 
 import torch
 
-from .. import session
-from ..config import SUITES, ConfigError
-from ..data.datasets import DataError
+from .. import errors, session
+from ..config import SUITES
 from . import report
 from .suites import Evaluator
 
@@ -144,8 +143,4 @@ def summary(results: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
-    try:
-        return evaluate(a)
-    except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return errors.run(lambda: evaluate(a))

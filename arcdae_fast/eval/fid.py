@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from scipy import linalg
 
+from ..errors import doing, make_dir
 from .weights import INCEPTION
 
 Features = Callable[[torch.Tensor], torch.Tensor]  # images (B, 3, H, W) in [-1, 1] -> (B, D)
@@ -127,8 +128,9 @@ def reference_stats(
         with np.load(path) as f:
             return f["mu"], f["cov"], True
     mu, cov = compute().mean_cov()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent, "FID cache folder")
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, mu=mu, cov=cov)
-    tmp.replace(path)
+    with doing("write the FID reference statistics", path):
+        np.savez(tmp, mu=mu, cov=cov)
+        tmp.replace(path)
     return mu, cov, False

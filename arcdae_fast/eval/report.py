@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import atomic_write
+from ..errors import doing, make_dir
 from ..viz import to_grid
 
 
@@ -27,7 +28,8 @@ def _bars(path: Path, labels: list[str], values: list[float], title: str, ylabel
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with doing("write the plot", path):
+        fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -39,7 +41,7 @@ def _fmt(v: Any) -> str:
 
 def write(out: Path, result: dict[str, Any], recon_rows=None) -> list[Path]:
     """eval.json, report.md and the plots; returns the paths written."""
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out, "evaluation folder")
     paths = [out / "eval.json"]
     atomic_write(paths[0], lambda f: f.write(json.dumps(result, indent=2).encode()))
     s = result["suites"]
@@ -133,7 +135,8 @@ def write(out: Path, result: dict[str, Any], recon_rows=None) -> list[Path]:
             if r.get("lpips_note"):
                 md += ["", f"LPIPS not computed: {r['lpips_note']}"]
             if recon_rows is not None:
-                to_grid(recon_rows).save(out / "recon.png")
+                with doing("write the reconstruction grid", out / "recon.png"):
+                    to_grid(recon_rows).save(out / "recon.png")
                 md += [
                     "",
                     "Rows: originals; from the inverted x_T; from a random x_T.",

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UserError
+
 ENV_VAR = "ARCDAE_FAST_WEIGHTS"
 
 
-class WeightsError(FileNotFoundError):
+class WeightsError(UserError, FileNotFoundError):
     """A feature network's weights are missing or do not match their checksum."""
 
 

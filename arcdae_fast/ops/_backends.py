@@ -234,14 +234,37 @@ def env_spec() -> Spec:
     return _PARSED_ENV[raw]
 
 
+def _pick(spec: Spec, op: str) -> str | None:
+    """The spec's backend for op: its own entry, else the one for every op that has it."""
+    name = spec.get(op)
+    if name is None and spec.get(None) in _REGISTRY[op]:
+        name = spec[None]
+    return name
+
+
 def _choice(op: str) -> tuple[str, str] | None:
     """(backend, where the choice comes from) for an op called with backend="auto"."""
     for source, spec in [*reversed(_CONTEXTS), *_PROCESS]:
-        name = spec.get(op) or spec.get(None)
+        name = _pick(spec, op)
         if name:
             return name, source
-    name = env_spec().get(op) or env_spec().get(None)
+    name = _pick(env_spec(), op)
     return (name, f"environment variable {ENV_VAR}") if name else None
+
+
+def check_runnable(device: torch.device) -> None:
+    """ValueError naming each op whose process-level choice (use_backend, set_backend,
+    ARCDAE_FAST_BACKEND) cannot run on `device`: before a model is built, not at the op's
+    first call."""
+    why = []
+    for op in ops():
+        chosen = _choice(op)
+        if chosen:
+            reasons = _REGISTRY[op][chosen[0]].reasons(device, torch.float32)
+            if reasons:
+                why.append(f"{op}: backend {chosen[0]!r} (from {chosen[1]}): {'; '.join(reasons)}")
+    if why:
+        raise ValueError(f"cannot run on {device.type}: " + " | ".join(why))
 
 
 def resolve(

@@ -76,7 +76,61 @@ def load_error() -> str | None:
         torch.ops.load_library(spec.origin)
     except OSError as e:
         return f"arcdae_fast._C failed to load ({e})"
+    _register_fakes()
     return None
+
+
+def _register_fakes() -> None:
+    """Fake (meta) kernels of the C++ primitives: the shapes and dtypes the CPU and CUDA
+    kernels return (csrc/cpu/*.cpp, csrc/cuda/bindings.cpp), so that they trace under fake
+    tensors and pass torch.library.opcheck."""
+    lib = "arcdae_fast_C::"
+
+    def empty(like: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+        return like.new_empty(0, dtype=dtype)
+
+    @torch.library.register_fake(lib + "adagn_forward")
+    def _(x, weight, bias, scale, shift, zscale, groups, eps):
+        stats = scale.new_empty(x.shape[0], groups)
+        saved = x.device.type == "cpu" and x.dtype == torch.float32  # the CPU saves sigmoid
+        sig = torch.empty_like(x) if saved else empty(x, x.dtype)
+        return torch.empty_like(x), stats, torch.empty_like(stats), sig
+
+    @torch.library.register_fake(lib + "adagn_backward")
+    def _(dy, x, weight, bias, scale, shift, zscale, mean, rstd, sig, groups):
+        c = scale.shape[1]
+        per_channel = lambda t: scale.new_empty(c) if t is not None else empty(scale)  # noqa: E731
+        dz = torch.empty_like(scale) if zscale is not None else empty(scale)
+        return (
+            torch.empty_like(x),
+            per_channel(weight),
+            per_channel(bias),
+            torch.empty_like(scale),
+            torch.empty_like(scale),
+            dz,
+        )
+
+    @torch.library.register_fake(lib + "augment_forward")
+    def _(x, params, alpha, sigma, noise, seed, offset):
+        third = empty(x, x.dtype) if noise is not None else torch.empty_like(x)
+        return torch.empty_like(x), torch.empty_like(x), third
+
+    @torch.library.register_fake(lib + "infonce_forward")
+    def _(q, k, inv_q, inv_k, scale):
+        return q.new_empty(q.shape[0], dtype=torch.float32)
+
+    @torch.library.register_fake(lib + "infonce_backward")
+    def _(q, k, inv_q, inv_k, scale, lse_own, c_own, lse_other, c_other):
+        return q.new_empty(q.shape, dtype=torch.float32)
+
+    @torch.library.register_fake(lib + "attn_pool_forward")
+    def _(x, qk):
+        b, _, c = x.shape
+        return x.new_empty(b, qk.shape[0], c), x.new_empty(b, qk.shape[0], dtype=torch.float32)
+
+    @torch.library.register_fake(lib + "attn_pool_backward")
+    def _(dout, x, qk, delta, lse):
+        return torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(qk)
 
 
 def cpp_reasons(device_type: str) -> list[str]:

@@ -121,7 +121,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> augment_forward_cpu(
     augment_kernel<scalar_t>(x, P.const_data_ptr<float>(), A.const_data_ptr<float>(),
                              S.const_data_ptr<float>(), noise, xt, view);
   });
-  return {xt, view, noise};
+  // the third output is fresh or empty: never the caller's noise (no alias in the schema)
+  const bool given = noise_in && noise_in->defined();
+  return {xt, view, given ? at::empty({0}, x.options()) : noise};
 }
 
 }  // namespace

@@ -110,7 +110,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> augment_forward_cuda(
                               x_t.strides().data(), mean.data_ptr<float>(),
                               c10::cuda::getCurrentCUDAStream()),
         "augment_forward");
-  return {x_t, view, noise};
+  // the third output is fresh or empty: never the caller's noise (no alias in the schema)
+  return {x_t, view, draw ? noise : at::empty({0}, x.options())};
 }
 
 }  // namespace

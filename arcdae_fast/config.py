@@ -78,6 +78,9 @@ class DataConfig:
     synthetic_count: int = option(2048, min=16, doc="images the bundled generator writes")
     synthetic_size: int = option(64, min=16, doc="side of the generated images")
     celeba_crop: bool = option(True, doc="CelebA: DiffAE's 128px centre crop before resizing")
+    max_image_pixels: int = option(
+        100_000_000, min=1, doc="an image with more pixels is refused by name (and skipped)"
+    )
     split: str = option(
         "train",
         choices=("train", "valid", "test", "all"),

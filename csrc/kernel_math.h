@@ -34,6 +34,12 @@ ARCDAE_HD Coef adagn_coef(const AdaGNParams& p, int64_t b, int64_t ch, int64_t C
 
 // ---- TAPA augmentation (SPEC section 2) --------------------------------------------------
 
+// Clamp to [0, 1] keeping NaN (as torch.clamp does; fminf/fmaxf would drop it): NaN pixels
+// propagate identically in every backend.
+ARCDAE_HD float aug_clamp01(float v) {
+  return v != v ? v : (v < 0.f ? 0.f : (v > 1.f ? 1.f : v));
+}
+
 // Bilinear source taps along one axis for output index j of n (border clamp): the output
 // pixel centre u = (j + 0.5) / n (mirrored when flipping) maps to centre + (u - 0.5) extent.
 struct Tap {

@@ -106,7 +106,8 @@ def _write(
     DRAW_NOISE: tl.constexpr,
 ):
     """Clamp, map to [-1, 1], noise and store one channel."""
-    view = tl.minimum(tl.maximum(val, 0.0), 1.0) * 2.0 - 1.0
+    clamped = tl.minimum(tl.maximum(val, 0.0), 1.0)
+    view = tl.where(val != val, val, clamped) * 2.0 - 1.0  # NaN kept, as torch.clamp does
     npos = NOISE + b * snb + c * snc + i * snh + j * snw
     if DRAW_NOISE:
         eps = tl.randn(seed, offset + (b * 3 + c) * H * W + offs)

@@ -11,6 +11,7 @@ from PIL import Image
 
 from arcdae_fast.config import DataConfig
 from arcdae_fast.data import dali as dali_mod
+from arcdae_fast.data import datasets as datasets_mod
 from arcdae_fast.data.datasets import DataError, ImageDataset, list_images, load_image
 from arcdae_fast.data.loader import build_dataset, build_loader, make_loader
 from arcdae_fast.data.prepare import prepare
@@ -107,18 +108,44 @@ def test_deterministic_resumable_and_attributes_aligned(synth_root):
 
 
 @needs_dali
-def test_corrupt_jpeg_is_named(tmp_path, synth_root):
+def test_unreadable_files_are_skipped_named_and_counted_like_the_torch_path(tmp_path, synth_root):
+    """A truncated JPEG (fails only DALI's full decode: the pipeline is rebuilt without it) and
+    a non-image named .jpg (fails the header check) are left out of their batches, named in a
+    warning and counted, in DALI as in the torch loader; a batch of only bad files comes out
+    without images."""
     files = list_images(synth_root / "img_align_celeba")[:16]
     folder = tmp_path / "imgs"
     folder.mkdir()
     for f in files:
         shutil.copy(f, folder / f.name)
-    bad = folder / files[5].name
-    bad.write_bytes(bad.read_bytes()[:40])  # truncated JPEG
+    truncated, junk = folder / files[5].name, folder / files[9].name
+    truncated.write_bytes(truncated.read_bytes()[:40])
+    junk.write_bytes(b"not an image")
     ds = ImageDataset(list_images(folder), 16)
-    dl = dali_mod.DaliLoader(ds, 16, seed=0)
-    with pytest.raises(DataError, match=rf"DALI could not decode the batch: .*{bad.name}"):
-        next(dl)
+    for loader in (
+        dali_mod.DaliLoader(ds, 8, seed=0),
+        build_loader(ds, DataConfig(num_workers=0), 8, seed=0),
+    ):
+        datasets_mod._warned.clear()  # the warning is once per file and process
+        with pytest.warns(UserWarning) as w:
+            got = [next(iter_) for iter_ in [iter(loader)] for _ in range(2)]
+        named = " ".join(str(x.message) for x in w)
+        assert truncated.name in named and junk.name in named
+        assert sum(b["skipped"] for b in got) == 2
+        assert sum(len(b["index"]) for b in got) == 14
+        assert not {5, 9} & {int(i) for b in got for i in b["index"]}
+    mostly_bad = folder / "bad"
+    mostly_bad.mkdir()
+    for k in range(4):
+        (mostly_bad / f"{k}.jpg").write_bytes(b"junk")
+    shutil.copy(files[0], mostly_bad / "ok.jpg")
+    ds2 = ImageDataset(list_images(mostly_bad), 16)  # batches of 4 out of 5: some all bad
+    with pytest.warns(UserWarning):
+        dl = dali_mod.DaliLoader(ds2, 4, seed=1)
+        got = [next(dl) for _ in range(8)]
+    empty = [b for b in got if "image" not in b]
+    assert empty and all(b["skipped"] == 4 for b in empty)
+    assert all(b["skipped"] == 3 and len(b["index"]) == 1 for b in got if "image" in b)
 
 
 def test_auto_selection_and_missing_dali(synth_root, monkeypatch):

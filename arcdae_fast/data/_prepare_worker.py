@@ -1,6 +1,6 @@
-"""The per-image work of the prepare tool, in a module that imports only PIL: the tool's pool
-starts its workers with "spawn" (safe in processes with threads), and each worker imports
-just this."""
+"""The per-image work of the prepare tool, in a module that imports only PIL and numpy (with
+decode.py): the tool's pool starts its workers with "spawn" (safe in processes with threads),
+and each worker imports just this."""
 
 from __future__ import annotations
 
@@ -9,18 +9,20 @@ from pathlib import Path
 
 from PIL import Image
 
+from .decode import DEFAULT_MAX_PIXELS, ImageError, decode
+
 # DiffAE / D2C CelebA crop: 128 x 128 box centred at (89, 121) of the 178 x 218 aligned images
 CELEBA_CROP_BOX = (25, 57, 153, 185)
 
 
-def prepare_one(job: tuple[str, str, int, str, int, bool]) -> dict:
-    """Validate, crop/resize and write one image; returns a manifest entry or a skip record."""
-    src, dst, size, fmt, quality, celeba = job
+def prepare_one(job: tuple) -> dict:
+    """Validate, crop/resize and write one image; returns a manifest entry or a skip record.
+    job: (src, dst, size, format, quality, celeba crop[, max pixels])."""
+    src, dst, size, fmt, quality, celeba, *rest = job
+    max_pixels = rest[0] if rest else DEFAULT_MAX_PIXELS
     try:
-        with Image.open(src) as im:
-            im.load()  # full decode: truncated or corrupt data fails here
+        with decode(src, max_pixels) as im:
             w, h = im.size
-            im = im.convert("RGB")
             if celeba:
                 im = im.crop(CELEBA_CROP_BOX)
             cw, ch = im.size
@@ -32,7 +34,9 @@ def prepare_one(job: tuple[str, str, int, str, int, bool]) -> dict:
             )
             left, top = (im.size[0] - size) // 2, (im.size[1] - size) // 2
             im = im.crop((left, top, left + size, top + size))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except ImageError as e:
+        return {"skip": src, "reason": str(e)}
+    except OSError as e:  # the source file itself
         return {"skip": src, "reason": f"{type(e).__name__}: {e}"}
     tmp = f"{dst}.tmp{os.getpid()}"
     try:  # a failed write is the output's fault, not the image's: raised, not skipped

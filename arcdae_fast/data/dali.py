@@ -9,21 +9,28 @@ therefore identical in both loaders; DALI does the decoding, the fixed crop (Cel
 resize and centre crop, the flip, and the conversion to float in [-1, 1] (or uint8) in the
 layout the model wants.
 
-A file DALI cannot decode stops training with an error naming it (DALI's own message does not
-know file names): the loader keeps the files of the batches in flight and checks them with
-PIL. Datasets written by `python -m arcdae_fast.data.prepare` never contain such files.
+Unreadable files are skipped, named and counted as on the torch path: each file's header is
+checked with the shared decode path (arcdae_fast/data/decode.py: not an image, over
+data.max_image_pixels) before it is fed; a file that fails DALI's full decode (truncated,
+corrupt) is found among the batches in flight with the same decode path, remembered, and the
+pipeline is rebuilt to re-feed those batches without it. A batch left with no readable file
+decodes one stand-in image whose output is discarded (DALI needs non-empty batches) and comes
+out without "image", like the torch path's. Datasets written by `python -m
+arcdae_fast.data.prepare` never contain such files.
 """
 
 from __future__ import annotations
 
 import collections
 import importlib.util
+import itertools
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 
-from .datasets import DataError, ImageDataset, Skipped
+from .datasets import DataError, ImageDataset, Skipped, warn_skipped
+from .decode import ImageError, open_checked
 from .sampler import ResumableBatchSampler
 
 
@@ -74,18 +81,45 @@ class DaliLoader:
             rank=rank,
             world_size=world_size,
         )
-        self._batches = iter(self.sampler)
-        self._in_flight: collections.deque[list[tuple[int, bool]]] = collections.deque()
-        self._pipe = self._build(seed, max(1, num_threads), max(1, prefetch))
+        self._batches: Iterator[list[tuple[int, bool]]] = iter(self.sampler)
+        # (the batch as drawn, the rows fed, whether a stand-in was fed) per batch in flight
+        self._in_flight: collections.deque = collections.deque()
+        self._bad: dict[int, Skipped] = {}  # rows known unreadable
+        self._stand_in: int | None = None
+        self._settings = (seed, max(1, num_threads), max(1, prefetch))
+        self._pipe = self._build(*self._settings)
 
     # ---- the pipeline ---------------------------------------------------------------------
 
+    def _readable(self, i: int) -> bool:
+        """The row's file passes the header check (else it is remembered as unreadable)."""
+        if i not in self._bad:
+            try:
+                open_checked(self.dataset.files[i], self.dataset.max_pixels).close()
+            except ImageError as e:
+                self._bad[i] = Skipped(str(self.dataset.files[i]), str(e))
+        return i not in self._bad
+
     def _next_input(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
         batch = next(self._batches)
-        self._in_flight.append(batch)
-        files = [np.fromfile(self.dataset.files[i], dtype=np.uint8) for i, _ in batch]
-        flips = [np.array(int(f), dtype=np.int32) for _, f in batch]
+        rows = [(i, f) for i, f in batch if self._readable(i)]
+        stand_in = not rows
+        if stand_in:  # DALI needs a non-empty batch: one readable image, output discarded
+            rows = [(self._stand_in_row(), False)]
+        self._in_flight.append((batch, rows, stand_in))
+        files = [np.fromfile(self.dataset.files[i], dtype=np.uint8) for i, _ in rows]
+        flips = [np.array(int(f), dtype=np.int32) for _, f in rows]
         return files, flips
+
+    def _stand_in_row(self) -> int:
+        if self._stand_in is None:
+            self._stand_in = next(
+                (i for i in range(len(self.dataset)) if not isinstance(self.dataset[i], Skipped)),
+                None,
+            )
+            if self._stand_in is None:
+                raise DataError(f"none of the {len(self.dataset)} images can be decoded")
+        return self._stand_in
 
     def _build(self, seed: int, num_threads: int, prefetch: int):
         gpu = self.device.type == "cuda"
@@ -111,14 +145,21 @@ class DaliLoader:
         return self
 
     def __next__(self) -> dict:
-        try:
-            (out,) = self._pipe.run()
-        except (RuntimeError, StopIteration) as e:
-            raise self._decode_error(e) from None
-        batch = self._in_flight.popleft()
-        images = self._to_torch(out)
-        idx = torch.tensor([i for i, _ in batch])
-        item: dict = {"image": images, "index": idx, "skipped": 0}
+        while True:
+            try:
+                (out,) = self._pipe.run()
+                break
+            except (RuntimeError, StopIteration) as e:
+                self._recover(e)
+        batch, rows, stand_in = self._in_flight.popleft()
+        for i, _ in batch:
+            if i in self._bad:
+                warn_skipped(self._bad[i])
+        item: dict = {"skipped": len(batch) - (0 if stand_in else len(rows))}
+        if stand_in:
+            return item
+        idx = torch.tensor([i for i, _ in rows])
+        item.update(image=self._to_torch(out), index=idx)
         if self.dataset.attrs is not None:
             item["attrs"] = torch.from_numpy(self.dataset.attrs[idx.numpy()].astype(np.float32))
         if self.dataset.factors is not None:
@@ -135,20 +176,26 @@ class DaliLoader:
         feed_ndarray(dense, t, cuda_stream=stream)
         return t.permute(0, 3, 1, 2) if self.channels_last else t  # NHWC memory, NCHW view
 
-    def _decode_error(self, err: Exception) -> DataError:
-        bad = []
-        for batch in self._in_flight:
-            for i, _ in batch:
+    def _recover(self, err: Exception) -> None:
+        """DALI failed a batch: find its unreadable files with the shared decode path,
+        remember them, and rebuild the pipeline to re-feed the batches in flight without
+        them; a DataError when no file is to blame."""
+        found = False
+        for _, rows, _ in self._in_flight:
+            for i, _ in rows:
                 got = self.dataset[i]
                 if isinstance(got, Skipped):
-                    bad.append(f"{got.path} ({got.reason})")
-        names = "; ".join(bad) if bad else "(no file of the batches in flight fails in PIL)"
-        return DataError(
-            f"DALI could not decode the batch: {names}. Run `python -m "
-            "arcdae_fast.data.prepare` to write a validated copy of the dataset "
-            f"(unreadable files are reported and left out). DALI said: "
-            f"{str(err).splitlines()[0][:300]}"
-        )
+                    self._bad[i], found = got, True
+        if not found:
+            raise DataError(
+                "DALI could not decode a batch whose files all decode with PIL. Run "
+                "`python -m arcdae_fast.data.prepare` to write a validated copy of the "
+                f"dataset. DALI said: {str(err).splitlines()[0][:300]}"
+            ) from None
+        replay = [batch for batch, _, _ in self._in_flight]
+        self._in_flight.clear()
+        self._batches = itertools.chain(replay, self._batches)
+        self._pipe = self._build(*self._settings)
 
 
 def _image_pipeline_fn(source, res, box, gpu, output, channels_last):

@@ -17,6 +17,7 @@ from PIL import Image
 
 from ..errors import UserError
 from .attrs import SPLITS, AnnotationError, read_partition, read_table
+from .decode import DEFAULT_MAX_PIXELS, ImageError, decode
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
@@ -65,11 +66,12 @@ def load_image(
     resolution: int,
     crop_box: tuple[int, int, int, int] | None = None,
     flip: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> torch.Tensor:
-    """Decode, optional fixed crop, resize the shorter side to `resolution` (antialiased),
-    centre crop, optional horizontal flip; float32 (3, R, R) in [-1, 1]."""
-    with Image.open(path) as im:
-        im = im.convert("RGB")
+    """Decode (arcdae_fast/data/decode.py: 8-bit RGB from any mode, the pixel limit), optional
+    fixed crop, resize the shorter side to `resolution` (antialiased), centre crop, optional
+    horizontal flip; float32 (3, R, R) in [-1, 1]."""
+    with decode(path, max_pixels) as im:
         if crop_box is not None:
             im = im.crop(crop_box)
         w, h = im.size
@@ -102,8 +104,10 @@ class ImageDataset(torch.utils.data.Dataset):
         factors: np.ndarray | None = None,
         factor_names: list[str] | None = None,
         crop_box: tuple[int, int, int, int] | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ):
         self.files, self.resolution, self.crop_box = files, resolution, crop_box
+        self.max_pixels = max_pixels
         self.attrs, self.attr_names = attrs, attr_names or []
         self.factors, self.factor_names = factors, factor_names or []
 
@@ -121,14 +125,17 @@ class ImageDataset(torch.utils.data.Dataset):
             factors=None if self.factors is None else self.factors[idx],
             factor_names=self.factor_names,
             crop_box=self.crop_box,
+            max_pixels=self.max_pixels,
         )
 
     def __getitem__(self, key: int | tuple[int, bool]) -> dict | Skipped:
         idx, flip = key if isinstance(key, tuple) else (key, False)
         path = self.files[idx]
         try:
-            img = load_image(path, self.resolution, self.crop_box, flip)
-        except (OSError, ValueError, SyntaxError) as e:  # PIL's decode errors
+            img = load_image(path, self.resolution, self.crop_box, flip, self.max_pixels)
+        except ImageError as e:
+            return Skipped(str(path), str(e))
+        except OSError as e:  # the file itself (vanished, unreadable)
             return Skipped(str(path), f"{type(e).__name__}: {e}")
         item = {"image": img, "index": idx}
         if self.attrs is not None:
@@ -146,6 +153,7 @@ def first_readable(ds: ImageDataset, n: int) -> dict:
         item = ds[i]
         if isinstance(item, Skipped):
             bad = bad or item
+            warn_skipped(item)
             continue
         good.append(item)
         if len(good) == n:
@@ -162,13 +170,19 @@ def first_readable(ds: ImageDataset, n: int) -> dict:
 _warned: set[str] = set()
 
 
+def warn_skipped(skipped: Skipped) -> None:
+    """The warning naming an unreadable image, once per file (both loaders)."""
+    if skipped.path not in _warned:
+        _warned.add(skipped.path)
+        warnings.warn(f"skipping unreadable image {skipped.path} ({skipped.reason})", stacklevel=3)
+
+
 def collate(items: list[dict | Skipped]) -> dict:
     """Stack good items; drop `Skipped` ones with a warning naming each file (once)."""
     good = [it for it in items if not isinstance(it, Skipped)]
     for it in items:
-        if isinstance(it, Skipped) and it.path not in _warned:
-            _warned.add(it.path)
-            warnings.warn(f"skipping unreadable image {it.path} ({it.reason})", stacklevel=2)
+        if isinstance(it, Skipped):
+            warn_skipped(it)
     out: dict = {"skipped": len(items) - len(good)}
     if good:
         out["index"] = torch.tensor([it["index"] for it in good])

@@ -30,7 +30,14 @@ def default_root(cfg: DataConfig) -> Path:
 
 
 def build_dataset(cfg: DataConfig) -> ImageDataset:
-    """The dataset named by cfg.dataset; the bundled one is generated on first use."""
+    """The dataset named by cfg.dataset (the bundled one generated on first use), decoding
+    with data.max_image_pixels as its limit."""
+    ds = _build_dataset(cfg)
+    ds.max_pixels = cfg.max_image_pixels
+    return ds
+
+
+def _build_dataset(cfg: DataConfig) -> ImageDataset:
     if cfg.dataset == "synthetic":
         root = default_root(cfg)
         synthetic.generate(root, cfg.synthetic_count, cfg.synthetic_size)

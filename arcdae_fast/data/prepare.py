@@ -33,6 +33,7 @@ from ..errors import check_writable, doing, make_dir
 from ._prepare_worker import prepare_one
 from .attrs import read_partition, read_table, write_partition, write_table
 from .datasets import DataError, list_images
+from .decode import DEFAULT_MAX_PIXELS
 
 MANIFEST, SUMMARY = "manifest.jsonl", "prepare.json"
 FORMATS = {"jpeg": ".jpg", "png": ".png"}
@@ -59,6 +60,7 @@ def prepare(
     crop: str = "none",
     workers: int | None = None,
     log=print,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> dict:
     src, out = Path(src).expanduser().resolve(), Path(out).expanduser().resolve()
     if fmt not in FORMATS:
@@ -97,7 +99,7 @@ def prepare(
             kept[rel] = old
             reused += 1
         else:
-            jobs.append((str(p), str(dst), size, fmt, quality, crop == "celeba"))
+            jobs.append((str(p), str(dst), size, fmt, quality, crop == "celeba", max_pixels))
     t0, skipped = time.time(), []
     rel_of = {str(p): str(p.relative_to(base)) for p in images}
     # spawn, not fork: the calling process may run OpenMP / DALI / torch threads
@@ -183,10 +185,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quality", type=int, default=95, help="JPEG quality")
     p.add_argument("--crop", default="none", choices=["none", "celeba"])
     p.add_argument("--workers", type=int, default=None)
+    p.add_argument(
+        "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images by name"
+    )
     a = p.parse_args(argv)
 
     def work() -> int:
-        prepare(a.src, a.out, a.size, a.format, a.quality, a.crop, a.workers)
+        prepare(
+            a.src, a.out, a.size, a.format, a.quality, a.crop, a.workers, max_pixels=a.max_pixels
+        )
         return 0
 
     return errors.run(work)

@@ -92,6 +92,9 @@ def evaluate(a: argparse.Namespace) -> int:
             "root": cfg.data.root,
             "resolution": cfg.data.resolution,
             "images": {s: len(d) for s, d in ev._datasets.items()},
+            "unreadable_skipped": {
+                s: len(ev._datasets[s]) - len(c.index) for s, c in ev._codes.items()
+            },
         },
         "settings": cfg.to_dict()["eval"],
         "suites": results,

@@ -40,9 +40,15 @@ def sample_augment_params(
     """
     op = "sample_augment_params"
     check_tensor(op, "strength", strength, shape=("B",))
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"{op}: argument 'generator' must be a torch.Generator or None, got "
+            f"{type(generator).__name__}"
+        )
     s = strength.to(torch.float32)
     # a value check needs a host sync; under torch.compile it would break the graph
-    if not torch.compiler.is_compiling() and not bool(((s >= 0) & (s <= 1)).all()):
+    checkable = not torch.compiler.is_compiling() and not s.is_meta
+    if checkable and not bool(((s >= 0) & (s <= 1)).all()):
         bad = s[~((s >= 0) & (s <= 1))][:4].tolist()
         raise ValueError(f"{op}: argument 'strength' must lie in [0, 1], got values {bad}")
     dev = generator.device if generator is not None else s.device
@@ -77,7 +83,9 @@ def timestep_augment(
     contrast around the view's mean gray, saturation (blend with the pixel's gray), hue
     (rotation by 2 pi h of the YIQ chroma plane), clamp to [0, 1]. No clamp between steps.
     Computed in float32 for bf16/fp16 inputs. Not differentiable (a data transform): inputs
-    that require grad are rejected.
+    that require grad are rejected. `params` are validated in eager calls (`check_params`:
+    finite, crop sizes > 0, flip 0/1, colour factors >= 0, |hue| <= 1), the same for every
+    backend; NaN in x propagates identically in every backend (the clamp keeps it).
     """
     _check_inputs(FN, x, params, alpha, sigma, noise=noise)
     impl = _backends.resolve(OP, backend, x.device, x.dtype)
@@ -108,6 +116,8 @@ def timestep_augment_with_noise(
     for name, v in (("seed", seed), ("offset", offset)):
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**62:
             raise ValueError(f"{op}: argument '{name}' must be an int in [0, 2**62), got {v!r}")
+    if x.is_meta:  # shapes only (no generator lives on meta)
+        return torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
     impl = _backends.resolve(OP, backend, x.device, x.dtype)
     if impl.name == "reference":
         g = torch.Generator(device=x.device).manual_seed(seed * 1_000_003 + offset)
@@ -136,12 +146,49 @@ def _check_inputs(
         check_tensor(op, "noise", noise, shape=tuple(x.shape), device=x.device)
         named["noise"] = noise
     check_nonempty(op, "x", x)
+    check_params(op, params)
     for name, t in named.items():
         if t.requires_grad:
             raise ValueError(
                 f"{op}: argument '{name}' requires grad, but the augmentation is "
                 "not differentiable (a data transform); pass it detached"
             )
+
+
+# the valid range of each parameter (SPEC section 2's layout): every backend gets only these
+PARAM_RANGES = (  # (name, low, high, as said in an error)
+    ("cx", -math.inf, math.inf, "finite"),
+    ("cy", -math.inf, math.inf, "finite"),
+    ("w", 1e-6, math.inf, "positive and finite"),
+    ("h", 1e-6, math.inf, "positive and finite"),
+    ("flip", 0.0, 1.0, "0 or 1"),
+    ("brightness", 0.0, math.inf, ">= 0 and finite"),
+    ("contrast", 0.0, math.inf, ">= 0 and finite"),
+    ("saturation", 0.0, math.inf, ">= 0 and finite"),
+    ("hue", -1.0, 1.0, "in [-1, 1] (turns)"),
+)
+
+
+def check_params(op: str, params: torch.Tensor) -> None:
+    """Every parameter finite and in its range (crop sizes > 0, flip in {0, 1}, brightness,
+    contrast and saturation >= 0, |hue| <= 1 turn): outside it the backends would compute
+    different things (a NaN crop indexes out of bounds, a hue of 1e4 turns loses float32
+    precision). A value check needs a host sync, so it runs in eager calls, not under
+    torch.compile (where the params come from sample_augment_params) nor on meta tensors."""
+    if torch.compiler.is_compiling() or params.is_meta:
+        return
+    p = params.detach().float()
+    lo = torch.tensor([r[1] for r in PARAM_RANGES], device=p.device)
+    hi = torch.tensor([r[2] for r in PARAM_RANGES], device=p.device)
+    bad = ~(torch.isfinite(p) & (p >= lo) & (p <= hi))
+    bad[:, 4] |= (p[:, 4] != 0) & (p[:, 4] != 1)
+    if bool(bad.any()):
+        b, k = (int(v) for v in bad.nonzero()[0])
+        name, _, _, rule = PARAM_RANGES[k]
+        raise ValueError(
+            f"{op}: argument 'params' has {name}={p[b, k].item()!r} at row {b} (column {k}); "
+            f"it must be {rule}"
+        )
 
 
 def hue_matrices(hue: torch.Tensor) -> torch.Tensor:

@@ -52,8 +52,9 @@ def hutchinson_penalty(
                      [x, x + e v_1, ..., x + e v_P] ((P+1)B rows; fn must treat rows
                      independently); pass fx = fn(x) if already computed to leave x out.
                      This is the form that compiles (forward-mode AD through GroupNorm
-                     does not). Under bf16 autocast, e = 1e-3 is below the input's
-                     resolution: evaluate fn in float32 or raise e.
+                     does not). x must be float32 or float64 (a float16/bfloat16 x is
+                     refused: e = 1e-3 is below its resolution); under bf16 autocast,
+                     evaluate fn in float32 as well.
     vectors: optional explicit probes (probes, *x.shape) instead of drawing them (lets two
     implementations be compared on the same probes).
 
@@ -82,6 +83,14 @@ def hutchinson_penalty(
     if fx is not None and estimator != "fd":
         raise ValueError(
             f"{OP}: argument 'fx' is only used by estimator 'fd', got estimator={estimator!r}"
+        )
+    if fx is not None:
+        check_tensor(OP, "fx", fx, device=x.device)
+    if estimator == "fd" and x.dtype in (torch.float16, torch.bfloat16):
+        raise TypeError(
+            f"{OP}: estimator 'fd' needs x in float32 or float64, got {x.dtype} (a "
+            f"perturbation of fd_eps={fd_eps:g} is below its resolution: the estimate would be "
+            "wrong); pass x.float() and evaluate fn in float32"
         )
 
     if vectors is None:

@@ -89,6 +89,8 @@ def snr_weighted_infonce_reference(
 ) -> torch.Tensor:
     """Eager ground truth: materializes the N x N logits. Always in float32 (float64 for
     float64 inputs), also inside an autocast region, as the fast backends compute it."""
+    if query.is_meta:  # no autocast state on meta: shapes only
+        return _reference(query, key, weight, temperature, normalize, symmetric, reduction)
     with torch.autocast(query.device.type, enabled=False):
         return _reference(query, key, weight, temperature, normalize, symmetric, reduction)
 

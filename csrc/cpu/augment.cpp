@@ -84,7 +84,7 @@ void augment_kernel(const at::Tensor& x, const float* P, const float* alpha, con
         for (int c = 0; c < 3; ++c) rgb[c] = im.sample(c, ty[i], tx[j]);
         aug_color(rgb, p, mean[b], yiq);
         for (int c = 0; c < 3; ++c) {
-          const float out = std::min(std::max(rgb[c], 0.f), 1.f) * 2.f - 1.f;
+          const float out = aug_clamp01(rgb[c]) * 2.f - 1.f;
           const int64_t o = b * os[0] + c * os[1] + i * os[2] + j * os[3];
           const float eps = static_cast<float>(np_[b * ns[0] + c * ns[1] + i * ns[2] + j * ns[3]]);
           vp[o] = static_cast<T>(out);

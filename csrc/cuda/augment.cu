@@ -66,7 +66,7 @@ __global__ void augment_kernel(const T* __restrict__ x, const float* params, con
   }
   const float a = alpha[b], s = sigma[b];
   for (int c = 0; c < 3; ++c) {
-    const float out = fminf(fmaxf(rgb[c], 0.f), 1.f) * 2.f - 1.f;
+    const float out = aug_clamp01(rgb[c]) * 2.f - 1.f;
     const int64_t on = b * sn.b + c * sn.c + i * sn.h + j * sn.w;
     if (draw) {
       noise[on] = from_f<T>(eps[c]);

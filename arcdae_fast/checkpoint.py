@@ -6,6 +6,7 @@ complete new one, never a truncated file under a checkpoint name.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -18,6 +19,15 @@ import torch
 from .errors import doing, make_dir
 
 PATTERN = re.compile(r"^ckpt_(\d{8})\.pt$")
+
+
+def sha256(path: Path) -> str:
+    """The file's sha256, read in 1 MB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def path_for(folder: Path, step: int) -> Path:

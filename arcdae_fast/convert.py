@@ -24,7 +24,6 @@ ArcDAE objective, and evaluation reads it like any run.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import pickle
 import sys
@@ -316,7 +315,7 @@ def convert_diffae(
     state["source"] = {
         "kind": "diffae",
         "path": str(Path(ckpt_path).resolve()),
-        "sha256": _sha256(ckpt_path),
+        "sha256": checkpoint.sha256(ckpt_path),
         "global_step": ckpt.get("global_step"),
         "left_out": left_out,
     }
@@ -332,14 +331,6 @@ def convert_diffae(
         out / "convert.json", lambda f: f.write(json.dumps(info, indent=2).encode())
     )
     return path
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def lightning_checkpoint(method: Method, ema: nn.Module | None = None, step: int = 0) -> dict:

@@ -10,13 +10,13 @@ weights (probe, regress, tad, reconstruction MSE/PSNR/SSIM) run regardless.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..checkpoint import sha256
 from ..errors import UserError
 
 ENV_VAR = "ARCDAE_FAST_WEIGHTS"
@@ -59,14 +59,6 @@ def search_path(weights_dir: str | None = None) -> list[Path]:
         places.append(Path(os.environ[ENV_VAR]).expanduser())
     places.append(Path(torch.hub.get_dir()) / "checkpoints")
     return places
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # the standard FID network: the TF Inception-V3 graph of 2015-12-05 as torch-fidelity (and

@@ -62,6 +62,7 @@ def _atomic_write(path: Path, write: Any) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() honours umask
         os.replace(tmp, path)
         dfd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -71,6 +72,12 @@ def _atomic_write(path: Path, write: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save(folder: Path, step: int, state: dict[str, Any], keep: int = 3) -> Path:

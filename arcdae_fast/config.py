@@ -54,10 +54,20 @@ def _section(cls: type, doc: str = "") -> Any:
 class DataConfig:
     dataset: str = option(
         "synthetic",
-        choices=("synthetic", "folder", "ffhq", "celeba", "celebahq", "lfw", "prepared"),
+        choices=(
+            "synthetic",
+            "folder",
+            "ffhq",
+            "celeba",
+            "celebahq",
+            "lfw",
+            "imagenet",
+            "prepared",
+        ),
         doc="synthetic: the bundled generator; folder: any image tree; celebahq: CelebAMask-HQ's "
-        "layout with its attributes; lfw: LFW with lfw_attributes.txt; prepared: the output "
-        "of python -m arcdae_fast.data.prepare",
+        "layout with its attributes; lfw: LFW with lfw_attributes.txt; imagenet: "
+        "train/<class>/ and val/<class>/; prepared: the output of python -m "
+        "arcdae_fast.data.prepare",
     )
     root: str | None = option(None, doc="dataset folder (synthetic: generated there if missing)")
     resolution: int = option(64, min=8, doc="training resolution (square)")
@@ -75,6 +85,12 @@ class DataConfig:
         doc="DALI's output: float in [-1, 1], or uint8 converted on device",
     )
     flip: bool = option(True, doc="random horizontal flip")
+    crop: str = option(
+        "center",
+        choices=("center", "random"),
+        doc="training crop of the resized image: centred, or at a random position (DGAE's "
+        "ImageNet training); evaluation always crops the centre",
+    )
     synthetic_count: int = option(2048, min=16, doc="images the bundled generator writes")
     synthetic_size: int = option(64, min=16, doc="side of the generated images")
     celeba_crop: bool = option(True, doc="CelebA: DiffAE's 128px centre crop before resizing")
@@ -250,11 +266,19 @@ class TrainConfig:
         32, min=1, doc="global batch; with torchrun each of N ranks takes batch_size / N"
     )
     lr: float = option(1e-4, min=0.0)
-    warmup_steps: int = option(0, min=0)
+    warmup_steps: int = option(0, min=0, doc="linear warm-up from 0 to train.lr")
+    lr_schedule: str = option(
+        "constant",
+        choices=("constant", "cosine", "linear"),
+        doc="after the warm-up: constant (DiffAE), or a cosine / linear decay to "
+        "train.min_lr at train.max_steps (DGAE)",
+    )
+    min_lr: float = option(0.0, min=0.0, doc="where a decaying schedule ends")
     max_steps: int = option(1000, min=1)
     grad_clip: float = option(1.0, min=0.0, doc="0 disables clipping")
     weight_decay: float = option(0.0, min=0.0)
     adam_betas: tuple[float, ...] = option((0.9, 0.999))
+    adam_eps: float = option(1e-8, min=0.0)
     ema_decay: float = option(0.9999, min=0.0, doc="evaluation EMA; warm-up min(d, (1+t)/(10+t))")
     seed: int = option(0, min=0, max=2**63 - 1)
     log_every: int = option(10, min=1)
@@ -293,6 +317,11 @@ class TrainConfig:
             )
         if not self.ema_decay <= 1:
             raise ConfigError("config: train.ema_decay must be in [0, 1]")
+        if self.lr_schedule != "constant" and self.min_lr > self.lr:
+            raise ConfigError(
+                f"config: train.min_lr={self.min_lr} is above train.lr={self.lr}; a decaying "
+                "schedule goes down to it"
+            )
 
 
 @dataclass

@@ -43,7 +43,7 @@ from .ema import frozen_copy
 from .errors import UserError
 from .methods import Method
 from .models.layers import AttentionBlock, ResBlock
-from .step import build_optimizer
+from .step import optimizer_for
 
 
 class ConvertError(UserError, ValueError):
@@ -296,7 +296,7 @@ def convert_diffae(
     for target in method.targets().values():  # ArcDAE's teacher: DiffAE's EMA encoder
         target.load_state_dict(ema["encoder"].state_dict())
     tc = cfg.train
-    opt, sched = build_optimizer(method, tc.lr, tc.adam_betas, tc.weight_decay, tc.warmup_steps)
+    opt, sched = optimizer_for(method, tc)
     step = int(ckpt.get("global_step", 0)) if step is None else step
     opt_state = None
     states = ckpt.get("optimizer_states") or []

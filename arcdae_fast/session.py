@@ -29,7 +29,7 @@ from .ema import frozen_copy
 from .malloc import keep_freed_memory
 from .methods import Method, RandomInputs
 from .ops import _backends
-from .step import FastStep, ReferenceStep, build_optimizer, build_step, uses_bf16
+from .step import FastStep, ReferenceStep, build_step, optimizer_for, uses_bf16
 
 STATE_FORMAT = 2  # checkpoints: 2 = method registry (1: arcdae_fast.objective, pre-methods)
 
@@ -199,7 +199,7 @@ def _assemble(
 ) -> Session:
     tc = cfg.train
     ema = frozen_copy(method.trainable())
-    opt, sched = build_optimizer(method, tc.lr, tc.adam_betas, tc.weight_decay, tc.warmup_steps)
+    opt, sched = optimizer_for(method, tc)
     step, why = build_step(cfg, method, ema, opt, sched, dist)
     kind = "fast" if isinstance(step, FastStep) else "reference"
     return Session(cfg, device, method, ema, opt, sched, step, kind, why, dataset, data_note, dist)

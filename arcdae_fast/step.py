@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 
 import torch
 from torch import nn
 
 from . import distributed
-from .config import Config, ConfigError
+from .config import Config, ConfigError, TrainConfig
 from .ema import ema_update, warmup_decay
 from .methods import Method, RandomInputs
 from .phases import phase
@@ -25,24 +26,70 @@ class NonFiniteLoss(FloatingPointError):
 
 
 def build_optimizer(
-    method: Method, lr: float, betas: tuple[float, ...], weight_decay: float, warmup_steps: int
+    method: Method,
+    lr: float,
+    betas: tuple[float, ...],
+    weight_decay: float,
+    warmup_steps: int,
+    *,
+    eps: float = 1e-8,
+    schedule: str = "constant",
+    min_lr: float = 0.0,
+    total_steps: int = 0,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW over method.trainable() with a linear warm-up to `lr`, then constant (DiffAE's
-    schedule); the fused kernel on CUDA, the foreach one elsewhere."""
+    """AdamW over method.trainable() with a linear warm-up to `lr`, then `schedule`: constant
+    (DiffAE's), or a cosine / linear decay reaching `min_lr` at `total_steps` (DGAE's); the
+    fused kernel on CUDA, the foreach one elsewhere."""
     params = [p for p in method.trainable().parameters() if p.requires_grad]
     cuda = bool(params) and params[0].is_cuda
     opt = torch.optim.AdamW(
         params,
         lr=lr,
         betas=tuple(betas),
+        eps=eps,
         weight_decay=weight_decay,
         fused=True if cuda else None,
         foreach=None if cuda else True,
     )
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup_steps) if warmup_steps else 1.0
+        opt,
+        functools.partial(
+            lr_factor, warmup_steps, schedule, min_lr / lr if lr else 0.0, total_steps
+        ),
     )
     return opt, sched
+
+
+def optimizer_for(
+    method: Method, tc: TrainConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """build_optimizer with the train.* settings."""
+    return build_optimizer(
+        method,
+        tc.lr,
+        tc.adam_betas,
+        tc.weight_decay,
+        tc.warmup_steps,
+        eps=tc.adam_eps,
+        schedule=tc.lr_schedule,
+        min_lr=tc.min_lr,
+        total_steps=tc.max_steps,
+    )
+
+
+def lr_factor(warmup: int, schedule: str, floor: float, total: int, s: int) -> float:
+    """The learning rate at scheduler step s as a fraction of the peak: (s + 1) / warmup
+    during the warm-up, then 1 (constant) or a decay from 1 to `floor` at step `total`."""
+    if warmup and s < warmup:
+        return (s + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    if schedule not in ("cosine", "linear"):
+        raise ValueError(f"lr schedule must be constant, cosine or linear, got {schedule!r}")
+    span = max(1, total - warmup)
+    done = min(1.0, max(0, s - warmup) / span)
+    decay = 0.5 * (1 + math.cos(math.pi * done)) if schedule == "cosine" else 1 - done
+    return floor + (1 - floor) * decay
 
 
 def native_bf16(device: torch.device) -> bool:

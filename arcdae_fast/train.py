@@ -30,6 +30,7 @@ from .config import (
     Config,
     ConfigError,
     diff_keys,
+    from_dict,
     load_config,
 )
 from .data.datasets import first_readable
@@ -100,15 +101,26 @@ class Trainer:
             return 0
         step, state, path = found
         state = upgrade_state(state)
+        # keys added since the run was written take their defaults (which keep the old meaning)
+        stored = from_dict(state["config"]).to_dict()
+        mutable = set(RESUME_MUTABLE)
+        if self.cfg.train.lr_schedule != "constant":
+            mutable.discard("train.max_steps")  # where the learning-rate decay ends
         changed = [
             k
-            for k in diff_keys(state["config"], self.cfg.to_dict())
-            if k not in RESUME_MUTABLE and not k.startswith(RESUME_MUTABLE_SECTIONS)
+            for k in diff_keys(stored, self.cfg.to_dict())
+            if k not in mutable and not k.startswith(RESUME_MUTABLE_SECTIONS)
         ]
         if changed:
+            why = (
+                " (with train.lr_schedule="
+                f"{self.cfg.train.lr_schedule} train.max_steps is where the decay ends)"
+                if "train.max_steps" in changed
+                else ""
+            )
             raise ConfigError(
                 f"config: {self.out} holds a run with a different configuration "
-                f"(differs in: {', '.join(changed)}); resume it with the same "
+                f"(differs in: {', '.join(changed)}){why}; resume it with the same "
                 "config or choose another --out"
             )
         self.s.load_state(state)

@@ -26,6 +26,11 @@ METRICS = (  # (label, suite, path in eval.json's suite)
     ("regression MSE", "regress", ("mean_mse",)),
     ("TAD", "tad", ("tad",)),
     ("ATTRS", "tad", ("attrs",)),
+    (
+        "TAD's best single-dim AUROC (mean over attributes)",
+        "tad",
+        ("per_attribute", "*", "best_auroc"),
+    ),
     ("recon MSE (inverted x_T)", "recon", ("inverted", "mse")),
     ("recon SSIM (inverted x_T)", "recon", ("inverted", "ssim")),
     ("recon MSE (random x_T)", "recon", ("random", "mse")),
@@ -45,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--threads", type=int, default=0, help="train.num_threads (0: torch's)")
-    p.add_argument("--skip-train", action="store_true", help="evaluate existing runs only")
+    p.add_argument(
+        "--skip-train",
+        action="store_true",
+        help="evaluate existing runs only (reusing their evaluations at --steps)",
+    )
     p.add_argument("--recon-steps", type=int, default=100)
     p.add_argument("--json", type=Path, default=Path("bench/results/method_fidelity_cpu.json"))
     a = p.parse_args(argv)
@@ -61,16 +70,21 @@ def main(argv: list[str] | None = None) -> int:
                 sets += [f"train.sample_every={a.steps}", f"train.num_threads={a.threads}"]
                 train = [py, "-m", "arcdae_fast.train", "--config", "quickstart.yaml"]
                 run([*train, "--out", str(out), "--no-progress", *sets], out.with_suffix(".log"))
-            ev = [py, "-m", "arcdae_fast.eval", "--run", str(out), "--no-progress"]
-            ev += ["--suite", "probe,regress,tad,recon", f"eval.recon_steps={a.recon_steps}"]
-            run(ev, out.with_suffix(".eval.log"))
-            step = max(int(d.name) for d in (out / "eval").iterdir())
-            r = json.loads((out / "eval" / f"{step:08d}" / "eval.json").read_text())
+            done = out / "eval" / f"{a.steps:08d}" / "eval.json"
+            if not (a.skip_train and done.exists()):  # --skip-train reuses finished evals
+                ev = [py, "-m", "arcdae_fast.eval", "--run", str(out), "--no-progress"]
+                ev += ["--suite", "probe,regress,tad,recon", f"eval.recon_steps={a.recon_steps}"]
+                run(ev, out.with_suffix(".eval.log"))
+            r = json.loads(done.read_text())
             results[method].append({"seed": seed, "step": r["step"], "suites": r["suites"]})
 
     def value(rec: dict, suite: str, path: tuple[str, ...]) -> float:
         v = rec["suites"][suite]
-        for k in path:
+        for i, k in enumerate(path):
+            if k == "*":  # the mean over a dict's entries of the rest of the path
+                return statistics.mean(
+                    value({"suites": {"x": e}}, "x", path[i + 1 :]) for e in v.values()
+                )
             v = v[k]
         return float(v)
 

@@ -64,6 +64,27 @@ def test_same_pixels_as_pil_and_same_batches_as_the_torch_path(synth_root):
 
 
 @needs_dali
+def test_random_crop_same_windows_as_the_torch_path(tmp_path):
+    """data.crop=random on non-square images: DALI's crop_pos_x/y and PIL's crop_at take the
+    same windows (native size, so the pixels must agree to decode rounding)."""
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        w, h = (40, 16) if i % 2 else (16, 40)
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    cfg = DataConfig(dataset="folder", root=str(tmp_path), resolution=16, crop="random", flip=True)
+    ds = build_dataset(cfg)
+    dl = dali_mod.DaliLoader(ds, 4, seed=1, flip=True, random_crop=True)
+    tl = iter(build_loader(ds, cfg, 4, seed=1))
+    windows = set()
+    for _ in range(4):
+        a, b = next(dl), next(tl)
+        assert a["index"].tolist() == b["index"].tolist()
+        assert (a["image"] - b["image"]).abs().max() <= 1 / 127.5
+        windows |= {tuple(x.flatten()[:6].tolist()) for x in b["image"]}
+    assert len(windows) > 8  # the windows move between epochs
+
+
+@needs_dali
 def test_resized_output_close_to_pil(tmp_path, synth_root):
     ds = build_dataset(
         DataConfig(

@@ -18,10 +18,10 @@ from arcdae_fast.data.datasets import DataError
 from arcdae_fast.eval import fid as fid_mod
 from arcdae_fast.eval.cli import main as eval_main
 from arcdae_fast.eval.data import seeded_split
-from arcdae_fast.eval.lpips import LPIPS
 from arcdae_fast.eval.probe import ProbeSettings, attribute_probe, mean_ap, regression_probe
 from arcdae_fast.eval.tad import tad
-from arcdae_fast.eval.weights import WeightsError, WeightsFile, sha256
+from arcdae_fast.nn.lpips import LPIPS
+from arcdae_fast.nn.weights import WeightsError, WeightsFile, sha256
 from arcdae_fast.train import main as train_main
 
 RNG = np.random.default_rng(0)

@@ -5,6 +5,7 @@ standard for every command."""
 
 import errno
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -240,3 +241,16 @@ def test_every_command_names_an_unwritable_output(tiny_config_file, tmp_path, ca
     for name, call in cases.items():
         assert call() == 1, name
         one_line_error(capsys.readouterr().err, f"{blocker} is a file, not a folder")
+
+
+def test_atomic_writes_honour_the_umask(tmp_path):
+    """mkstemp creates 0600 files: an atomically written file gets a plain open()'s mode."""
+    old = os.umask(0o027)
+    try:
+        checkpoint.atomic_write(tmp_path / "a.json", lambda f: f.write(b"{}"), "file")
+        assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640
+        os.umask(0o022)
+        checkpoint.atomic_write(tmp_path / "a.json", lambda f: f.write(b"[]"), "file")
+        assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)

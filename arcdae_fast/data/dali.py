@@ -4,10 +4,11 @@ otherwise, delivering torch tensors on the training device.
 
 The files come in through `fn.external_source`, fed by the same `ResumableBatchSampler` the
 torch DataLoader uses. Shuffling (a fresh permutation per epoch from the seed), per-rank
-sharding, the dropped remainder of each epoch, the flip decisions and exact resume are
-therefore identical in both loaders; DALI does the decoding, the fixed crop (CelebA), the
-resize and centre crop, the flip, and the conversion to float in [-1, 1] (or uint8) in the
-layout the model wants.
+sharding, the dropped remainder of each epoch, the flip decisions, the random crop positions
+(data.crop=random) and exact resume are therefore identical in both loaders; DALI does the
+decoding, the fixed crop (CelebA), the resize, the crop (centred, or where the sampler put
+it), the flip, and the conversion to float in [-1, 1] (or uint8) in the layout the model
+wants.
 
 Unreadable files are skipped, named and counted as on the torch path: each file's header is
 checked with the shared decode path (arcdae_fast/data/decode.py: not an image, over
@@ -57,6 +58,7 @@ class DaliLoader:
         seed: int,
         start_step: int = 0,
         flip: bool = False,
+        random_crop: bool = False,
         rank: int = 0,
         world_size: int = 1,
         device: torch.device | str = "cpu",
@@ -78,10 +80,11 @@ class DaliLoader:
             seed=seed,
             start_step=start_step,
             flip=flip,
+            random_crop=random_crop,
             rank=rank,
             world_size=world_size,
         )
-        self._batches: Iterator[list[tuple[int, bool]]] = iter(self.sampler)
+        self._batches: Iterator[list[tuple]] = iter(self.sampler)
         # (the batch as drawn, the rows fed, whether a stand-in was fed) per batch in flight
         self._in_flight: collections.deque = collections.deque()
         self._bad: dict[int, Skipped] = {}  # rows known unreadable
@@ -100,16 +103,18 @@ class DaliLoader:
                 self._bad[i] = Skipped(str(self.dataset.files[i]), str(e))
         return i not in self._bad
 
-    def _next_input(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        batch = next(self._batches)
-        rows = [(i, f) for i, f in batch if self._readable(i)]
+    def _next_input(self) -> tuple[list[np.ndarray], ...]:
+        batch = [(k[0], k[1], k[2] if len(k) > 2 else (0.5, 0.5)) for k in next(self._batches)]
+        rows = [k for k in batch if self._readable(k[0])]
         stand_in = not rows
         if stand_in:  # DALI needs a non-empty batch: one readable image, output discarded
-            rows = [(self._stand_in_row(), False)]
+            rows = [(self._stand_in_row(), False, (0.5, 0.5))]
         self._in_flight.append((batch, rows, stand_in))
-        files = [np.fromfile(self.dataset.files[i], dtype=np.uint8) for i, _ in rows]
-        flips = [np.array(int(f), dtype=np.int32) for _, f in rows]
-        return files, flips
+        files = [np.fromfile(self.dataset.files[i], dtype=np.uint8) for i, _, _ in rows]
+        flips = [np.array(int(f), dtype=np.int32) for _, f, _ in rows]
+        cx = [np.array(at[0], dtype=np.float32) for _, _, at in rows]
+        cy = [np.array(at[1], dtype=np.float32) for _, _, at in rows]
+        return files, flips, cx, cy
 
     def _stand_in_row(self) -> int:
         if self._stand_in is None:
@@ -152,13 +157,13 @@ class DaliLoader:
             except (RuntimeError, StopIteration) as e:
                 self._recover(e)
         batch, rows, stand_in = self._in_flight.popleft()
-        for i, _ in batch:
+        for i, *_ in batch:
             if i in self._bad:
                 warn_skipped(self._bad[i])
         item: dict = {"skipped": len(batch) - (0 if stand_in else len(rows))}
         if stand_in:
             return item
-        idx = torch.tensor([i for i, _ in rows])
+        idx = torch.tensor([i for i, *_ in rows])
         item.update(image=self._to_torch(out), index=idx)
         if self.dataset.attrs is not None:
             item["attrs"] = torch.from_numpy(self.dataset.attrs[idx.numpy()].astype(np.float32))
@@ -182,7 +187,7 @@ class DaliLoader:
         them; a DataError when no file is to blame."""
         found = False
         for _, rows, _ in self._in_flight:
-            for i, _ in rows:
+            for i, *_ in rows:
                 got = self.dataset[i]
                 if isinstance(got, Skipped):
                     self._bad[i], found = got, True
@@ -201,11 +206,14 @@ class DaliLoader:
 def _image_pipeline_fn(source, res, box, gpu, output, channels_last):
     """decode -> [fixed crop] -> resize (only images whose shorter side is not `res`: DALI's
     CPU resize is the slow step, and prepared / thumbnail datasets are already at size) ->
-    centre crop + flip + normalise, in one op."""
+    crop (at the fed position; 0.5: centred) + flip + normalise, in one op."""
     from nvidia.dali import fn, types
 
-    encoded, flip = fn.external_source(
-        source=source, num_outputs=2, batch=True, dtype=[types.UINT8, types.INT32]
+    encoded, flip, crop_x, crop_y = fn.external_source(
+        source=source,
+        num_outputs=4,
+        batch=True,
+        dtype=[types.UINT8, types.INT32, types.FLOAT, types.FLOAT],
     )
     images = fn.decoders.image(encoded, device="mixed" if gpu else "cpu", output_type=types.RGB)
     if box is not None:  # fixed crop in pixels (CelebA's aligned-face window)
@@ -225,7 +233,13 @@ def _image_pipeline_fn(source, res, box, gpu, output, channels_last):
     else:
         kw = dict(dtype=types.UINT8)
     return fn.crop_mirror_normalize(
-        images, crop=(res, res), mirror=flip, output_layout="HWC" if channels_last else "CHW", **kw
+        images,
+        crop=(res, res),
+        crop_pos_x=crop_x,
+        crop_pos_y=crop_y,
+        mirror=flip,
+        output_layout="HWC" if channels_last else "CHW",
+        **kw,
     )
 
 

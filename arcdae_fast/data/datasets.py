@@ -1,5 +1,6 @@
 """Image datasets read with PIL: image folders (recursive), FFHQ, CelebA-format (CelebA itself
-and the bundled synthetic faces). Items are indexed by (index, flip) pairs from the sampler.
+and the bundled synthetic faces), ImageNet's class-folder layout. Items are indexed by the
+sampler's (index, flip) pairs, or (index, flip, crop position) with data.crop=random.
 
 An image that cannot be decoded is not fatal: the item comes back as `Skipped`, the collate
 function drops it, warns once naming the file and counts it in the batch.
@@ -27,6 +28,12 @@ FFHQ_HELP = (
     "training, or 'images1024x1024'), keep its layout (numbered subfolders 00000/, "
     "01000/, ... holding the PNGs) and set data.root to that folder, e.g. "
     "`python -m arcdae_fast.train --config ffhq.yaml data.root=/data/ffhq/thumbnails128x128`."
+)
+IMAGENET_HELP = (
+    "ImageNet is not downloaded automatically. Get ILSVRC-2012 (https://image-net.org) and lay "
+    "it out with class subfolders: ROOT/train/<wnid>/*.JPEG and ROOT/val/<wnid>/*.JPEG (the "
+    "validation images sorted into their classes, e.g. with the common valprep.sh), then set "
+    "data.root=ROOT."
 )
 CELEBA_HELP = (
     "CelebA is not downloaded automatically. Get it from "
@@ -67,10 +74,12 @@ def load_image(
     crop_box: tuple[int, int, int, int] | None = None,
     flip: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    crop_at: tuple[float, float] | None = None,
 ) -> torch.Tensor:
     """Decode (arcdae_fast/data/decode.py: 8-bit RGB from any mode, the pixel limit), optional
-    fixed crop, resize the shorter side to `resolution` (antialiased), centre crop, optional
-    horizontal flip; float32 (3, R, R) in [-1, 1]."""
+    fixed crop, resize the shorter side to `resolution` (antialiased), a square crop (centred,
+    or at `crop_at` = (x, y) in [0, 1], the window's offset as a share of the room left, as
+    DALI's crop_pos_x/y), optional horizontal flip; float32 (3, R, R) in [-1, 1]."""
     with decode(path, max_pixels) as im:
         if crop_box is not None:
             im = im.crop(crop_box)
@@ -83,7 +92,13 @@ def load_image(
                 reducing_gap=None,
             )
             w, h = im.size
-            left, top = (w - resolution) // 2, (h - resolution) // 2
+            if crop_at is None:
+                left, top = (w - resolution) // 2, (h - resolution) // 2
+            else:
+                left, top = (
+                    round(crop_at[0] * (w - resolution)),
+                    round(crop_at[1] * (h - resolution)),
+                )
             im = im.crop((left, top, left + resolution, top + resolution))
         arr = np.asarray(im, dtype=np.uint8)
     if flip:
@@ -128,11 +143,12 @@ class ImageDataset(torch.utils.data.Dataset):
             max_pixels=self.max_pixels,
         )
 
-    def __getitem__(self, key: int | tuple[int, bool]) -> dict | Skipped:
-        idx, flip = key if isinstance(key, tuple) else (key, False)
+    def __getitem__(self, key: int | tuple) -> dict | Skipped:
+        """key: an index, or the sampler's (index, flip) / (index, flip, (crop x, crop y))."""
+        idx, flip, at = (tuple(key) + (None,))[:3] if isinstance(key, tuple) else (key, False, None)
         path = self.files[idx]
         try:
-            img = load_image(path, self.resolution, self.crop_box, flip, self.max_pixels)
+            img = load_image(path, self.resolution, self.crop_box, flip, self.max_pixels, at)
         except ImageError as e:
             return Skipped(str(path), str(e))
         except OSError as e:  # the file itself (vanished, unreadable)
@@ -238,3 +254,19 @@ def celeba_format(
         factor_names=fnames,
         crop_box=crop_box,
     )
+
+
+def class_folders(root: Path, resolution: int, split: str) -> ImageDataset:
+    """ImageNet's layout: ROOT/train/<class>/* and ROOT/val/<class>/* (split train: train;
+    valid and test: val; all: both)."""
+    parts = {"train": ("train",), "valid": ("val",), "test": ("val",), "all": ("train", "val")}
+    files: list[Path] = []
+    for part in parts[split]:
+        folder = Path(root) / part
+        if not folder.is_dir():
+            raise DataError(f"expected the folder {folder} (ImageNet layout). {IMAGENET_HELP}")
+        classes = sorted(p for p in folder.iterdir() if p.is_dir())
+        if not classes:
+            raise DataError(f"{folder} has no class subfolders. {IMAGENET_HELP}")
+        files += list_images(folder, IMAGENET_HELP)
+    return ImageDataset(files, resolution)

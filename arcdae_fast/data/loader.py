@@ -16,9 +16,11 @@ from .annotated import CELEBAHQ_HELP, LFW_HELP, celebahq_format, lfw_format
 from .datasets import (
     CELEBA_HELP,
     FFHQ_HELP,
+    IMAGENET_HELP,
     DataError,
     ImageDataset,
     celeba_format,
+    class_folders,
     collate,
     list_images,
 )
@@ -48,6 +50,7 @@ def _build_dataset(cfg: DataConfig) -> ImageDataset:
             "celeba": CELEBA_HELP,
             "celebahq": CELEBAHQ_HELP,
             "lfw": LFW_HELP,
+            "imagenet": IMAGENET_HELP,
         }.get(cfg.dataset, "")
         raise DataError(
             f"data.root is not set for data.dataset={cfg.dataset!r}. {help_text}".strip()
@@ -59,6 +62,8 @@ def _build_dataset(cfg: DataConfig) -> ImageDataset:
         return celebahq_format(root, cfg.resolution)
     if cfg.dataset == "lfw":
         return lfw_format(root, cfg.resolution)
+    if cfg.dataset == "imagenet":
+        return class_folders(root, cfg.resolution, cfg.split)
     if cfg.dataset == "celeba":
         if not root.exists():
             raise DataError(f"data.root {str(root)!r} does not exist. {CELEBA_HELP}")
@@ -95,6 +100,7 @@ def make_loader(
             seed=seed,
             start_step=start_step,
             flip=cfg.flip,
+            random_crop=cfg.crop == "random",
             rank=rank,
             world_size=world_size,
             device=device,
@@ -119,8 +125,9 @@ def make_loader(
 
 
 def has_partition(cfg: DataConfig) -> bool:
-    """Whether the dataset carries an official train/valid/test split (CelebA's layout)."""
-    if cfg.dataset in ("synthetic", "celeba"):
+    """Whether the dataset carries an official train/valid/test split (CelebA's layout;
+    ImageNet's train/val)."""
+    if cfg.dataset in ("synthetic", "celeba", "imagenet"):
         return True
     return (
         cfg.dataset == "prepared"
@@ -164,6 +171,7 @@ def build_loader(
         seed=seed,
         start_step=start_step,
         flip=cfg.flip,
+        random_crop=cfg.crop == "random",
         rank=rank,
         world_size=world_size,
     )

@@ -22,11 +22,15 @@ class Codes:
 
 
 def batches(
-    ds: ImageDataset, batch_size: int, desc: str = "", progress: bool = False
+    ds: ImageDataset,
+    batch_size: int,
+    desc: str = "",
+    progress: bool = False,
+    num_workers: int = 0,
 ) -> Iterator[dict]:
     """The dataset in order, `batch_size` images at a time (unreadable ones dropped)."""
     loader = torch.utils.data.DataLoader(
-        ds, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=collate
+        ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate
     )
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
         if "image" in batch:

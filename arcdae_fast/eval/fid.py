@@ -4,7 +4,7 @@ accumulated in float64 over batches, and the Frechet distance between two such G
     FID = ||mu_1 - mu_2||^2 + Tr(S_1 + S_2 - 2 (S_1 S_2)^(1/2))
 
 The network is torch-fidelity's port of the TF Inception graph (the one pytorch-fid and
-torch-fidelity report FID with), weights from a local file (eval/weights.py). The matrix
+torch-fidelity report FID with), weights from a local file (nn/weights.py). The matrix
 square root is scipy's `sqrtm`, with pytorch-fid's treatment of a singular product (a small
 multiple of I added) and of a numerically complex result. Reference statistics of a dataset
 are cached by `reference_stats` (keyed by the files, resolution and count).
@@ -25,7 +25,7 @@ import torch
 from scipy import linalg
 
 from ..errors import doing, make_dir
-from .weights import INCEPTION
+from ..nn.weights import INCEPTION
 
 Features = Callable[[torch.Tensor], torch.Tensor]  # images (B, 3, H, W) in [-1, 1] -> (B, D)
 

@@ -19,13 +19,13 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from ..config import Config, EvalConfig
 from ..data.datasets import ImageDataset
+from ..nn.lpips import LPIPS
+from ..nn.weights import WeightsError
 from . import fid as fid_mod
 from .codes import Codes, batches, encode_split
 from .data import split_dataset
-from .lpips import LPIPS
 from .probe import ProbeSettings, attribute_probe, regression_probe
 from .tad import tad
-from .weights import WeightsError
 
 STARTS = ("inverted", "random")  # where the decoder starts: DDIM-inverted x_T, random x_T
 

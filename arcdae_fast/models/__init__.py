@@ -1,11 +1,11 @@
 """Building blocks the methods compose: the ADM U-Net denoiser (`unet.py`), the semantic
-vector encoder with its holistic and optional part heads (`encoder.py`), and the shared layers
-(`layers.py`). Conditioning: the U-Net's ResBlocks modulate by AdaGN on the time embedding and,
-when `cond_dim` is set, on a vector code z (DiffAE); spatial (concat) conditioning widens the
-U-Net's input (`in_channels`), self-conditioning passes the U-Net's own pooled features as z.
+vector encoder with its holistic and optional part heads (`encoder.py`), DGAE's spatial VAE
+encoder (`vae.py`), and the shared layers (`layers.py`). Conditioning: the U-Net's ResBlocks
+modulate by AdaGN on the time embedding and, when `cond_dim` is set, on a vector code z
+(DiffAE); spatial (concat) conditioning widens the U-Net's input (`in_channels`, DGAE).
 
-`build_denoiser` / `build_encoder` make them from their config sections (`model.denoiser.*`,
-`model.encoder.*`, arcdae_fast/config.py).
+`build_denoiser` / `build_encoder` / `build_vae_encoder` make them from their config sections
+(`model.denoiser.*`, `model.encoder.*`, arcdae_fast/config.py).
 """
 
 from __future__ import annotations
@@ -14,13 +14,26 @@ from ..config import ModelConfig
 from .encoder import Codes, SemanticEncoder
 from .layers import ARCHS
 from .unet import UNet
+from .vae import VAEEncoder
 
-__all__ = ["ARCHS", "Codes", "SemanticEncoder", "UNet", "build_denoiser", "build_encoder"]
+__all__ = [
+    "ARCHS",
+    "Codes",
+    "SemanticEncoder",
+    "UNet",
+    "VAEEncoder",
+    "build_denoiser",
+    "build_encoder",
+    "build_vae_encoder",
+]
 
 
-def build_denoiser(model: ModelConfig, resolution: int, cond_dim: int | None) -> UNet:
+def build_denoiser(
+    model: ModelConfig, resolution: int, cond_dim: int | None, in_channels: int = 3
+) -> UNet:
     """The denoiser of `model.denoiser` in `model.arch`, conditioned on a `cond_dim`-wide code
-    (None: on time only)."""
+    by AdaGN (None: on time only); `in_channels` > 3 for a spatial code concatenated to the
+    noisy image (DGAE)."""
     cfg = model.denoiser
     return UNet(
         resolution=resolution,
@@ -35,6 +48,7 @@ def build_denoiser(model: ModelConfig, resolution: int, cond_dim: int | None) ->
         head_channels=cfg.head_channels,
         max_groups=cfg.max_groups,
         arch=ARCHS[model.arch],
+        in_channels=in_channels,
     )
 
 
@@ -59,4 +73,19 @@ def build_encoder(
         head_channels=cfg.head_channels,
         max_groups=cfg.max_groups,
         arch=ARCHS[model.arch],
+    )
+
+
+def build_vae_encoder(model: ModelConfig, resolution: int, latent_channels: int) -> VAEEncoder:
+    """DGAE's spatial VAE encoder (SD-VAE's layout) with `model.encoder`'s sizes: downsampling
+    f = 2^(len(channel_mult) - 1), `latent_channels` channels."""
+    cfg = model.encoder
+    return VAEEncoder(
+        resolution=resolution,
+        latent_channels=latent_channels,
+        base_channels=cfg.base_channels,
+        channel_mult=cfg.channel_mult,
+        num_res_blocks=cfg.num_res_blocks,
+        attn_resolutions=cfg.attn_resolutions,
+        max_groups=cfg.max_groups,
     )

@@ -1,11 +1,12 @@
-"""Pretrained feature networks for the metrics, from local files (these machines cannot
-download, and no pip package ships the weights).
+"""Pretrained feature networks for the metrics and the perceptual training loss, from local
+files (these machines cannot download, and no pip package ships the weights).
 
 Each file is looked for in `eval.weights_dir`, then $ARCDAE_FAST_WEIGHTS, then torch.hub's
 cache (`<torch.hub.get_dir()>/checkpoints`, where torch-fidelity and torchvision put their
 downloads), and verified against its checksum. Absent, the suite that needs it stops with one
 line naming the file, where it was looked for and where to get it; suites that need no
-weights (probe, regress, tad, reconstruction MSE/PSNR/SSIM) run regardless.
+weights (probe, regress, tad, reconstruction MSE/PSNR/SSIM) run regardless, and a method
+whose perceptual weight is 0 needs none.
 """
 
 from __future__ import annotations
@@ -83,4 +84,18 @@ LPIPS_ALEX = WeightsFile(
     "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
     "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/alex.pth",
     "the LPIPS v0.1 AlexNet linear layers",
+)
+# LPIPS with VGG-16 (the perceptual training loss of DGAE / SD-VAE): torchvision's ImageNet
+# VGG-16 and LPIPS v0.1's linear layers for it (lpips/weights/v0.1/vgg.pth)
+VGG16 = WeightsFile(
+    "vgg16-397923af.pth",
+    "397923af",
+    "https://download.pytorch.org/models/vgg16-397923af.pth",
+    "the LPIPS VGG-16 backbone",
+)
+LPIPS_VGG = WeightsFile(
+    "lpips-v0.1-vgg.pth",
+    "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
+    "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth",
+    "the LPIPS v0.1 VGG-16 linear layers",
 )

@@ -49,7 +49,9 @@ def test_method_sections_are_typed_per_method():
     assert isinstance(cfg.method, DiffAEConfig)
     with pytest.raises(ConfigError, match=r"unknown key 'method.lambda_jac'.*key of arcdae"):
         from_dict({"method": {"name": "diffae", "lambda_jac": 0.5}})
-    with pytest.raises(ConfigError, match=r"method.name must be one of \['arcdae', 'diffae'"):
+    with pytest.raises(
+        ConfigError, match=r"method.name must be one of \['arcdae', 'dgae', 'diffae'"
+    ):
         from_dict({"method": {"name": "dgae9"}})
     assert from_dict({"method": {"lambda_jac": 0.5}}).method.lambda_jac == 0.5  # default arcdae
 

@@ -1,6 +1,11 @@
 """A run folder written by the engine before the method registry (commit 91b996b: old config
-keys, format-1 checkpoint) resumes in this engine bit-exactly: its steps 3-4 give the losses
-the old engine logged when it ran the same 4 steps straight.
+keys, format-1 checkpoint) resumes in this engine: its steps 3-4 give the losses the old
+engine logged when it ran the same 4 steps straight. On the CPU that wrote the golden they are
+equal bit for bit; on another CPU oneDNN's float32 kernels round differently (measured on an
+Intel Xeon with AMX: the terms <= 4e-7 relative, grad_norm 1.2e-5 and ArcDAE's fd Jacobian
+term 2.7e-4, a float32 difference divided by fd_eps = 1e-3), so the floats are compared at
+those scales. The integers (steps, skipped images) and the learning rate are exact; a lost
+state (optimizer moments, data position, RNG) moves loss_diff by far more than 2e-6.
 
 tests/golden/legacy_run/ and legacy_straight_metrics.jsonl were written by that commit with
 tests/golden/legacy_tiny.yaml (fp32, every op on its reference):
@@ -35,7 +40,15 @@ def test_a_pre_methods_run_resumes_bit_exactly(tmp_path, monkeypatch):
             for ln in path.read_text().splitlines()
         ]
 
-    assert losses(run / "metrics.jsonl") == losses(GOLDEN / "legacy_straight_metrics.jsonl")
+    got, want = losses(run / "metrics.jsonl"), losses(GOLDEN / "legacy_straight_metrics.jsonl")
+    assert [g.keys() for g in got] == [w.keys() for w in want]
+    tol = {"loss_jac": 1e-3, "grad_norm": 1e-4}
+    for g, w in zip(got, want):
+        for k, v in w.items():
+            if isinstance(v, float) and k != "lr":
+                assert abs(g[k] - v) <= tol.get(k, 2e-6) * abs(v), (g["step"], k, g[k], v)
+            else:
+                assert g[k] == v, (g["step"], k)
 
 
 def test_upgrade_keeps_new_checkpoints_as_they_are():

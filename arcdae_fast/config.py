@@ -308,6 +308,18 @@ class TrainConfig:
         doc="torch.compile mode of the fast step (reduce-overhead: CUDA graphs)",
     )
     num_threads: int = option(0, min=0, doc="torch intra-op threads; 0 keeps torch's default")
+    grad_accum: int = option(
+        1,
+        min=1,
+        doc="micro-batches per step on each rank (gradients summed; under DDP all-reduced "
+        "once, on the last); the InfoNCE negatives are then a micro-batch's across ranks",
+    )
+    parallel: str = option(
+        "ddp",
+        choices=("ddp", "manual"),
+        doc="under torchrun: ddp: DistributedDataParallel (gradient buckets all-reduced while "
+        "backward runs); manual: one flattened all-reduce after backward (no overlap)",
+    )
 
     def check(self, cfg: Config) -> None:
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):

@@ -1,15 +1,15 @@
 """Multi-process data-parallel training (`torchrun --nproc_per_node=N -m arcdae_fast.train`).
 
 torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; `setup` joins the process group (NCCL on CUDA,
-gloo on CPU) and pins rank r to cuda:LOCAL_RANK. The data parallelism is written out rather
-than wrapped in DistributedDataParallel, so the eager and the compiled step share it and a
-run on N ranks is the single-process run on the same global batch:
+gloo on CPU) and pins rank r to cuda:LOCAL_RANK. A run on N ranks is the single-process run
+on the same global batch:
 - every rank draws the step's random inputs for the global batch and keeps its rows;
 - the InfoNCE terms gather all ranks' codes (`gather_rows`, handed to the method by
   `Method.distribute`; ArcDAE's method.gather_negatives);
-- after backward one flattened all-reduce averages the gradients (no overlap with backward:
-  the simple, deterministic choice); clipping, AdamW and the EMAs then run identically on
-  every rank, so the replicas stay bit-identical (`check_replicas` verifies it).
+- the gradients are averaged by DistributedDataParallel (`wrap_ddp`, train.parallel: ddp;
+  buckets all-reduced while backward runs) or by one flattened all-reduce after backward
+  (`average_gradients`, train.parallel: manual); clipping, AdamW and the EMAs then run
+  identically on every rank, so the replicas stay identical (`check_replicas` verifies it).
 """
 
 from __future__ import annotations
@@ -65,6 +65,29 @@ def gather_rows(x: torch.Tensor, with_grad: bool) -> torch.Tensor:
     with_grad the backward sums every rank's gradient of its rows back to their owner."""
     x = x.float() if with_grad else x.detach().float()
     return _all_gather(x.contiguous(), 0, dist.group.WORLD)
+
+
+def wrap_ddp(module: torch.nn.Module) -> torch.nn.Module:
+    """DistributedDataParallel over `module` (train.parallel: ddp): gradient buckets
+    all-reduced (averaged) while backward runs. The module lives on one device, so no
+    device_ids (its inputs are on that device already); no buffers to broadcast (the
+    evaluation EMA and the targets are updated identically on every rank)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(module, gradient_as_bucket_view=True, **_no_buffer_sync())
+
+
+def _no_buffer_sync() -> dict:
+    """broadcast_buffers=False, under the name this torch version takes (newer ones renamed
+    it forward_sync_buffers)."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    names = inspect.signature(DistributedDataParallel.__init__).parameters
+    return {
+        "forward_sync_buffers" if "forward_sync_buffers" in names else "broadcast_buffers": False
+    }
 
 
 def average_gradients(params: list[torch.Tensor], world: int) -> None:

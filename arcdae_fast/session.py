@@ -223,6 +223,12 @@ def build(
             f"config: train.batch_size={tc.batch_size} (the global batch) is not divisible "
             f"by the {dist.world} ranks"
         )
+    per_rank = tc.batch_size // (1 if dist is None else dist.world)
+    if per_rank % tc.grad_accum:
+        raise ConfigError(
+            f"config: train.grad_accum={tc.grad_accum} does not divide the {per_rank} images "
+            f"each rank takes per step (train.batch_size={tc.batch_size})"
+        )
     device = pick_device(tc.device)
     if dist is not None:
         device = distributed.setup(dist, device)

@@ -153,10 +153,27 @@ def choose_step(cfg: Config, method: Method, device: torch.device) -> tuple[str,
     )
 
 
+class Forward(nn.Module):
+    """The method's forward under the step's autocast, as a module (what DDP wraps and
+    torch.compile compiles). Autocast is entered inside: compiled under an autocast entered
+    outside, the backward is traced under it too, so the backward of a region that disables
+    autocast (the fd Jacobian's float32 encoder call) ran in bf16 and its gradients were
+    wrong (measured: 7x relative error on the holistic head)."""
+
+    def __init__(self, method: Method, bf16: bool):
+        super().__init__()
+        self.method, self.bf16 = method, bf16
+
+    def forward(self, x0: torch.Tensor, inputs: RandomInputs, flags: dict) -> dict:
+        with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return self.method(x0, inputs, **flags)
+
+
 class ReferenceStep:
     """The eager step. With `dist` (data parallelism) the ranks agree on a non-finite loss,
-    average their gradients before clipping, and return the loss terms averaged over ranks
-    (the global batch's)."""
+    average their gradients before clipping (parallel "ddp": DistributedDataParallel's
+    buckets, all-reduced while backward runs; "manual": one flattened all-reduce after it),
+    and return the loss terms averaged over ranks (the global batch's)."""
 
     def __init__(
         self,
@@ -169,34 +186,58 @@ class ReferenceStep:
         ema_decay: float,
         precision: str = "fp32",
         dist: distributed.Dist | None = None,
+        parallel: str = "ddp",
+        grad_accum: int = 1,
     ):
         self.model, self.ema, self.opt, self.sched = method, ema, optimizer, scheduler
         self.grad_clip, self.ema_decay, self.dist = grad_clip, ema_decay, dist
+        self.grad_accum = grad_accum
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
         self.device = next(method.parameters()).device
         self.bf16 = uses_bf16(self.device, precision)  # decided once, outside any graph
+        self.ddp = dist is not None and parallel == "ddp"
+        fwd = self.compile(Forward(method, self.bf16))
+        self.runner = distributed.wrap_ddp(fwd) if self.ddp else fwd
 
-    def autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+    def compile(self, fwd: Forward) -> nn.Module:
+        """The eager step runs the forward as it is (FastStep compiles it)."""
+        return fwd
 
     def forward(self, x0: torch.Tensor, inputs: RandomInputs, step: int) -> dict:
-        with self.autocast():
-            return self.model(x0, inputs, **self.model.flags(step))
+        return self.runner(x0, inputs, self.model.flags(step))
 
-    def __call__(self, x0: torch.Tensor, inputs: RandomInputs, step: int) -> dict:
-        self.model.train()
-        with phase("forward"):
-            out = self.forward(x0, inputs, step)
+    def _check_finite(self, out: dict, step: int, device: torch.device) -> None:
         finite = bool(torch.isfinite(out["loss"]))
         if self.dist is not None:  # every rank stops, or none
-            finite = not distributed.any_rank(not finite, x0.device)
+            finite = not distributed.any_rank(not finite, device)
         if not finite:
             terms = ", ".join(f"{k}={v.item():.4g}" for k, v in out.items())
             raise NonFiniteLoss(f"non-finite loss at step {step} ({terms})")
+
+    def __call__(self, x0: torch.Tensor, inputs: RandomInputs, step: int) -> dict:
+        self.model.train()
         self.opt.zero_grad(set_to_none=True)
-        with phase("backward"):
-            out["loss"].backward()
-        if self.dist is not None:
+        k, m = self.grad_accum, x0.shape[0] // self.grad_accum
+        total: dict = {}
+        for i in range(k):  # micro-batches: gradients summed, each loss scaled by 1 / k
+            last = i == k - 1
+            xi, ii = (
+                (x0, inputs)
+                if k == 1
+                else (x0[i * m : (i + 1) * m], inputs.rows(i * m, (i + 1) * m))
+            )
+            with phase("forward"):
+                out = self.forward(xi, ii, step)
+            self._check_finite(out, step, x0.device)
+            # DDP all-reduces on the last micro-batch's backward only
+            sync = contextlib.nullcontext() if last or not self.ddp else self.runner.no_sync()
+            with phase("backward"), sync:
+                (out["loss"] / k if k > 1 else out["loss"]).backward()
+            for name, v in out.items():
+                v = v.detach() / k if k > 1 else v.detach()
+                total[name] = v if name not in total else total[name] + v
+        out = total
+        if self.dist is not None and not self.ddp:
             with phase("grad all-reduce"):
                 distributed.average_gradients(self.params, self.dist.world)
         with phase("optimizer"):
@@ -210,7 +251,7 @@ class ReferenceStep:
             self.model.update_targets()
             ema_update(self.ema, self.model.trainable(), warmup_decay(self.ema_decay, step))
         # copies: with CUDA graphs the outputs' memory is reused by the next replay
-        out = {k: v.detach().clone() for k, v in out.items()}
+        out = {name: v.detach().clone() for name, v in out.items()}
         if self.dist is not None:
             names = list(out)
             avg = distributed.average(torch.stack([out[k].float() for k in names]))
@@ -246,35 +287,28 @@ class FastStep(ReferenceStep):
         **kw: object,
     ):
         """compile_mode as below; the other keywords are ReferenceStep's."""
-        super().__init__(method, ema, optimizer, scheduler, **kw)
         blocker = method.compile_blocker()
         if blocker:
             raise ValueError(f"train.step=fast: {blocker}; use train.step=reference")
-        self.channels_last = self.device.type == "cuda"
-        if self.channels_last:
+        self.channels_last = next(method.parameters()).is_cuda
+        if self.channels_last:  # before DDP builds its buckets over the parameters
             method.to(memory_format=torch.channels_last)
+        self.compile_mode = compile_mode
         self.cuda_graphs = compile_mode == "reduce-overhead"
+        super().__init__(method, ema, optimizer, scheduler, **kw)
 
-        # autocast is entered inside the compiled function: compiled under an autocast
-        # entered outside, the backward is traced under it too, so the backward of a region
-        # that disables autocast (the fd Jacobian's float32 encoder call) ran in bf16 and
-        # its gradients were wrong (measured: 7x relative error on the holistic head)
-        def run(x0: torch.Tensor, inputs: RandomInputs, flags: dict) -> dict:
-            with self.autocast():
-                return method(x0, inputs, **flags)
-
-        self.compiled = torch.compile(
-            run,
-            fullgraph=True,
-            dynamic=False,
-            mode=None if compile_mode == "default" else compile_mode,
-        )
+    def compile(self, fwd: Forward) -> nn.Module:
+        """torch.compile of the forward module; under DDP it is wrapped after compiling, so
+        DDP's hooks stay eager around it and Dynamo's DDPOptimizer splits the graph at the
+        gradient buckets (their all-reduces overlap with the compiled backward)."""
+        mode = None if self.compile_mode == "default" else self.compile_mode
+        return torch.compile(fwd, fullgraph=True, dynamic=False, mode=mode)
 
     def forward(self, x0: torch.Tensor, inputs: RandomInputs, step: int) -> dict:
         if self.cuda_graphs:  # a new iteration: the previous replay's outputs are dead
             torch.compiler.cudagraph_mark_step_begin()
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        return self.compiled(x0.contiguous(memory_format=fmt), inputs, self.model.flags(step))
+        return self.runner(x0.contiguous(memory_format=fmt), inputs, self.model.flags(step))
 
 
 def build_step(
@@ -288,7 +322,14 @@ def build_step(
     """The step train.step asks for (fast: FastStep with train.compile_mode), and why."""
     tc = cfg.train
     kind, why = choose_step(cfg, method, next(method.parameters()).device)
-    kw = dict(grad_clip=tc.grad_clip, ema_decay=tc.ema_decay, precision=tc.precision, dist=dist)
+    kw = dict(
+        grad_clip=tc.grad_clip,
+        ema_decay=tc.ema_decay,
+        precision=tc.precision,
+        dist=dist,
+        parallel=tc.parallel,
+        grad_accum=tc.grad_accum,
+    )
     if kind == "fast":
         return FastStep(method, ema, optimizer, scheduler, compile_mode=tc.compile_mode, **kw), why
     return ReferenceStep(method, ema, optimizer, scheduler, **kw), why

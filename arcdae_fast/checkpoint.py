@@ -1,7 +1,12 @@
 """Checkpoints on disk: written atomically (temp file, fsync, rename), the newest few kept.
 
-A crash or kill at any moment leaves either the old set of checkpoints or the old set plus a
-complete new one, never a truncated file under a checkpoint name.
+Two kinds, both under checkpoints/: `ckpt_XXXXXXXX.pt`, one torch.save file (one process,
+DDP), and `ckpt_XXXXXXXX.dcp/`, a torch.distributed.checkpoint directory written by every
+rank of an FSDP run (each its own shards; `meta.pt` inside holds the step, config and LR
+schedule). A directory is written under a hidden temporary name and renamed into place by
+rank 0 once every rank's files are synced, so a crash or kill at any moment leaves either
+the old set of checkpoints or the old set plus a complete new one, never a truncated file or
+a partial directory under a checkpoint name. Either kind resumes on any number of ranks.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -18,7 +24,8 @@ import torch
 
 from .errors import doing, make_dir
 
-PATTERN = re.compile(r"^ckpt_(\d{8})\.pt$")
+PATTERN = re.compile(r"^ckpt_(\d{8})\.(pt|dcp)$")
+META = "meta.pt"  # inside a .dcp directory: everything but the tensors
 
 
 def sha256(path: Path) -> str:
@@ -30,8 +37,8 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def path_for(folder: Path, step: int) -> Path:
-    return Path(folder) / f"ckpt_{step:08d}.pt"
+def path_for(folder: Path, step: int, sharded: bool = False) -> Path:
+    return Path(folder) / f"ckpt_{step:08d}.{'dcp' if sharded else 'pt'}"
 
 
 def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
@@ -43,6 +50,7 @@ def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
 
 
 TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # atomic_write's temp files
+PARTIAL = re.compile(r"^\.ckpt_\d{8}\.dcp\.partial$")  # a sharded save in progress
 
 
 def atomic_write(path: Path, write: Any, what: str = "", hint: str | Any = "") -> None:
@@ -64,11 +72,7 @@ def _atomic_write(path: Path, write: Any) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() honours umask
         os.replace(tmp, path)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        _fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -82,16 +86,97 @@ def _umask() -> int:
 
 def save(folder: Path, step: int, state: dict[str, Any], keep: int = 3) -> Path:
     path = path_for(folder, step)
+    atomic_write(path, lambda f: torch.save(state, f), "checkpoint", lambda: _intact(folder, path))
+    _prune(folder, keep)
+    return path
 
-    def intact() -> str:
-        found = [p for _, p in list_checkpoints(folder) if p != path]
-        return f"the previous checkpoint {found[-1].name} is intact" if found else ""
 
-    atomic_write(path, lambda f: torch.save(state, f), "checkpoint", intact)
+def _prune(folder: Path, keep: int) -> None:
     for _, old in list_checkpoints(folder)[:-keep]:
         with doing("remove the old checkpoint", old):
-            old.unlink(missing_ok=True)
+            _remove(old)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _intact(folder: Path, path: Path) -> str:
+    found = [p for _, p in list_checkpoints(folder) if p != path]
+    return f"the previous checkpoint {found[-1].name} is intact" if found else ""
+
+
+def save_sharded(
+    folder: Path, step: int, tensors: dict[str, Any], meta: dict[str, Any], keep: int = 3
+) -> Path:
+    """Every rank calls this (a collective): torch.distributed.checkpoint writes each rank's
+    shards of `tensors` (state dicts of DTensors) into a hidden directory, rank 0 adds
+    `meta.pt` and renames the directory into place after every rank has synced its files,
+    then prunes to the newest `keep`."""
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+
+    folder = Path(folder)
+    path = path_for(folder, step, sharded=True)
+    tmp = folder / f".{path.name}.partial"
+    main = dist.get_rank() == 0
+    with doing("write checkpoint", path, lambda: _intact(folder, path)):
+        if main and tmp.exists():
+            shutil.rmtree(tmp)
+        dist.barrier()
+        dcp.save(tensors, storage_writer=dcp.FileSystemWriter(tmp, sync_files=True))
+        dist.barrier()  # every rank's shards are on disk (synced)
+        if main:
+            _atomic_write(tmp / META, lambda f: torch.save(meta, f))
+            if path.exists():  # the same step saved again: move the old one aside first
+                old = folder / f".{path.name}.old.partial"
+                os.replace(path, old)
+                shutil.rmtree(old)
+            os.replace(tmp, path)
+            _fsync_dir(folder)
+            _prune(folder, keep)
+        dist.barrier()
     return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    dfd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """A .dcp checkpoint's meta.pt, marked with "sharded_dir" (the tensors are read by
+    Session.load_state or `read_full`); raises when the directory is incomplete."""
+    path = Path(path)
+    if not (path / ".metadata").is_file():
+        raise FileNotFoundError(f"{path} has no .metadata (not a complete checkpoint)")
+    meta = torch.load(path / META, map_location="cpu", weights_only=False)
+    return {**meta, "sharded_dir": path}
+
+
+def read_full(path: Path) -> dict[str, Any]:
+    """A checkpoint (file or .dcp directory) as one dict of full tensors in one process. A
+    .dcp's optimizer state comes as "optimizer_fqn" (keyed by parameter name, as
+    torch.distributed.checkpoint.state_dict writes it) instead of "optimizer"."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    path = Path(path)
+    if not path.is_dir():
+        return torch.load(path, map_location="cpu", weights_only=False)
+    meta = read_meta(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        dcp_to_torch_save(path, Path(tmp) / "full.pt")
+        full = torch.load(Path(tmp) / "full.pt", map_location="cpu", weights_only=False)
+    out = {k: v for k, v in meta.items() if k != "sharded_dir"}
+    out.update(model=full["model"], ema=full["ema"], optimizer=None)
+    out["optimizer_fqn"] = full.get("optimizer")
+    return out
 
 
 def remove_leftovers(folder: Path) -> list[Path]:
@@ -100,19 +185,26 @@ def remove_leftovers(folder: Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    gone = [p for p in folder.iterdir() if TEMP.match(p.name) and p.is_file()]
+    gone = [
+        p
+        for p in folder.iterdir()
+        if (TEMP.match(p.name) and p.is_file()) or (PARTIAL.match(p.name) and p.is_dir())
+    ]
     for p in gone:
         with doing("remove the leftover temp file", p):
-            p.unlink(missing_ok=True)
+            _remove(p)
     return gone
 
 
 def load_latest(
     folder: Path, map_location: str | torch.device = "cpu"
 ) -> tuple[int, dict[str, Any], Path] | None:
-    """The newest checkpoint that loads; an unreadable one is reported and the next tried."""
+    """The newest checkpoint that loads; an unreadable one is reported and the next tried.
+    A .dcp directory gives its meta (read_meta): its tensors are read by the session."""
     for step, path in reversed(list_checkpoints(folder)):
         try:
+            if path.is_dir():
+                return step, read_meta(path), path
             return step, torch.load(path, map_location=map_location, weights_only=False), path
         except Exception as e:  # noqa: BLE001 - any failure to read means "try an older one"
             warnings.warn(

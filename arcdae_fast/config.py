@@ -316,9 +316,17 @@ class TrainConfig:
     )
     parallel: str = option(
         "ddp",
-        choices=("ddp", "manual"),
-        doc="under torchrun: ddp: DistributedDataParallel (gradient buckets all-reduced while "
-        "backward runs); manual: one flattened all-reduce after backward (no overlap)",
+        choices=("ddp", "fsdp"),
+        doc="under torchrun: ddp: DistributedDataParallel (replicated weights, gradient "
+        "buckets all-reduced while backward runs); fsdp: FSDP2 fully_shard per U-Net stage "
+        "and encoder (parameters, gradients, optimizer state and EMAs sharded; sharded "
+        "checkpoints with torch.distributed.checkpoint)",
+    )
+    dist_timeout_s: float = option(
+        600.0,
+        min=1.0,
+        doc="under torchrun: how long a collective waits for the other ranks before this "
+        "rank stops with an error (a dead or hung peer never hangs the run)",
     )
 
     def check(self, cfg: Config) -> None:
@@ -375,6 +383,8 @@ RESUME_MUTABLE = {
     "train.compile_mode",
     "ops.backend",  # every backend computes the same function (tests/test_<op>.py)
     "train.eval_every",
+    "train.parallel",  # ddp and fsdp compute the same average gradient
+    "train.dist_timeout_s",
     "data.root",
     "data.num_workers",
     "data.loader",
@@ -402,6 +412,14 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "model.part_dim": ("method.part_dim",),
 }
 ALIAS_PREFIXES = {"objective.": "method."}  # every other objective.* key is a method key
+# values that were removed: (key, old value) -> (the value that replaces it, why)
+REMOVED_VALUES = {
+    ("train.parallel", "manual"): (
+        "ddp",
+        "the hand-written all-reduce was removed (measured no faster than DDP, "
+        "docs/measurements.md#data-parallel); DDP averages the same gradients",
+    ),
+}
 REMOVED = {
     "model.fused_adagn": "the U-Net always calls the adagn op; for the unfused eager "
     "composition set ops.backend=adagn=reference",
@@ -472,6 +490,10 @@ def translate(raw: dict[str, Any], notes: list[str] | None = None) -> dict[str, 
             if value is True:  # the old default: nothing to do
                 continue
             raise ConfigError(f"config: {key} was removed; {REMOVED[key]}")
+        if isinstance(value, str) and (key, value) in REMOVED_VALUES:
+            old, (value, why) = value, REMOVED_VALUES[key, value]
+            if notes is not None:
+                notes.append(f"{key}={old} -> {value}: {why}")
         for new in new_keys(key):
             if new != key:
                 if notes is not None:
@@ -702,6 +724,10 @@ def with_overrides(
             if value is not True:
                 raise ConfigError(f"config: {key} was removed; {REMOVED[key]}")
             continue
+        if isinstance(value, str) and (key, value) in REMOVED_VALUES:
+            old, (value, why) = value, REMOVED_VALUES[key, value]
+            if notes is not None:
+                notes.append(f"{key}={old} -> {value}: {why}")
         for new in new_keys(key):
             if new != key and notes is not None:
                 notes.append(f"{key} -> {new}")

@@ -6,21 +6,25 @@ on the same global batch:
 - every rank draws the step's random inputs for the global batch and keeps its rows;
 - the InfoNCE terms gather all ranks' codes (`gather_rows`, handed to the method by
   `Method.distribute`; ArcDAE's method.gather_negatives);
-- the gradients are averaged by DistributedDataParallel (`wrap_ddp`, train.parallel: ddp;
-  buckets all-reduced while backward runs) or by one flattened all-reduce after backward
-  (`average_gradients`, train.parallel: manual); clipping, AdamW and the EMAs then run
-  identically on every rank, so the replicas stay identical (`check_replicas` verifies it).
+- the gradients are averaged during backward: by DistributedDataParallel (`wrap_ddp`,
+  train.parallel: ddp; buckets all-reduced), clipping, AdamW and the EMAs then run
+  identically on every rank, so the replicas stay identical (`check_replicas` verifies it);
+  or by FSDP2's reduce-scatter (train.parallel: fsdp, arcdae_fast/fsdp.py), each rank then
+  updating its shard.
+A collective that waits longer than train.dist_timeout_s for a peer (dead, hung, or a node
+gone) raises on the ranks still alive, so they exit instead of hanging; torchrun's agent
+also stops every worker when one dies.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 import torch.distributed._functional_collectives as fcol
-from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 # renamed in torch 2.12 (the old name warns); both are traceable by torch.compile
 _all_gather = getattr(fcol, "all_gather_single_autograd", None) or fcol.all_gather_tensor_autograd
@@ -45,14 +49,28 @@ def from_env() -> Dist | None:
     return Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def setup(d: Dist, device: torch.device) -> torch.device:
-    """Join the process group; returns this rank's device."""
+def setup(d: Dist, device: torch.device, timeout_s: float = 600.0) -> torch.device:
+    """Join the process group (collectives time out after timeout_s); returns this rank's
+    device."""
     if device.type == "cuda":
         torch.cuda.set_device(d.local_rank)
         device = torch.device("cuda", d.local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s)
+        )
     return device
+
+
+def peer_lost(e: BaseException) -> bool:
+    """Whether `e` is a collective's failure: torch.distributed's own errors, or gloo's and
+    NCCL's RuntimeErrors (a reset connection, a timeout, an aborted communicator)."""
+    if isinstance(e, dist.DistError):
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and any(
+        w in text for w in ("gloo", "NCCL", "Connection reset", "Timed out", "timed out")
+    )
 
 
 def teardown() -> None:
@@ -88,18 +106,6 @@ def _no_buffer_sync() -> dict:
     return {
         "forward_sync_buffers" if "forward_sync_buffers" in names else "broadcast_buffers": False
     }
-
-
-def average_gradients(params: list[torch.Tensor], world: int) -> None:
-    """One all-reduce over all gradients (flattened), divided by the number of ranks."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = _flatten_dense_tensors(grads)
-    dist.all_reduce(flat)
-    flat.div_(world)
-    for g, avg in zip(grads, _unflatten_dense_tensors(flat, grads)):
-        g.copy_(avg)
 
 
 def average(values: torch.Tensor) -> torch.Tensor:

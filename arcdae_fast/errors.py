@@ -40,6 +40,13 @@ class IOFailure(UserError, OSError):
         self.op, self.path, self.cause = op, Path(path), cause
 
 
+class PeerLost(UserError):
+    """Data parallel: a collective failed because another rank died, hung past
+    train.dist_timeout_s, or lost its network."""
+
+    code = 1
+
+
 class Aborted(UserError):
     """A second SIGINT/SIGTERM: stop at once."""
 

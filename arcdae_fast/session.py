@@ -21,11 +21,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import checkpoint, distributed, methods
+from . import checkpoint, distributed, fsdp, methods
 from .config import Config, ConfigError, diff_keys, from_dict, with_overrides
 from .data.datasets import DataError, ImageDataset, first_readable
 from .data.loader import build_dataset, make_loader, model_input
 from .ema import frozen_copy
+from .errors import doing
 from .malloc import keep_freed_memory
 from .methods import Method, RandomInputs
 from .ops import _backends
@@ -77,6 +78,12 @@ class Session:
     data_note: str = ""  # why there is no dataset (data="optional")
     dist: distributed.Dist | None = None
     _pool: list[torch.Tensor] = field(default_factory=list, repr=False)
+    _ema_full: nn.ModuleDict | None = field(default=None, repr=False)  # FSDP, rank 0
+
+    @property
+    def sharded(self) -> bool:
+        """FSDP: the networks, the optimizer state and the EMA hold this rank's shards."""
+        return self.dist is not None and self.cfg.train.parallel == "fsdp"
 
     @property
     def world(self) -> int:
@@ -145,22 +152,103 @@ class Session:
         res = cfg.data.resolution
         return lambda: next(cycle), f"synthetic random images at {res} px ({self.data_note})"
 
+    def eval_nets(self) -> nn.Module | None:
+        """The evaluation EMA as full modules (sample grids, evaluation). FSDP: every rank
+        must call it (it all-gathers the shards); rank 0 gets a full copy, the others None."""
+        if not self.sharded:
+            return self.ema
+        full = fsdp.gather(self.ema)
+        if self._ema_full is None:
+            return None
+        self._ema_full.load_state_dict(full)
+        return self._ema_full
+
     # ---- checkpoints -------------------------------------------------------------------------
     def state(self, step: int) -> dict[str, Any]:
+        """The checkpoint as one dict of full tensors (one process, DDP)."""
+        if self.sharded:
+            raise ValueError("an FSDP session's state is sharded: use Session.save")
         return run_state(self.cfg, self.method, self.ema, self.optimizer, self.scheduler, step)
 
+    def save(self, folder: Path, step: int, keep: int) -> Path | None:
+        """Write a checkpoint: FSDP, a sharded .dcp directory (every rank calls this); else
+        one .pt file from rank 0 (the others return None)."""
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+            tensors = {
+                "model": self.method.state_dict(),
+                "ema": self.ema.state_dict(),
+                "optimizer": get_optimizer_state_dict(self.method.trainable(), self.optimizer),
+            }
+            meta = run_state(self.cfg, None, None, None, self.scheduler, step)
+            return checkpoint.save_sharded(folder, step, tensors, meta, keep)
+        if self.rank:
+            return None
+        return checkpoint.save(folder, step, self.state(step), keep)
+
     def load_state(self, state: dict[str, Any]) -> None:
-        """Weights, EMA, and (when present) optimizer and scheduler state."""
-        self.method.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        if state.get("optimizer") is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
+        """Weights, EMA, and (when present) optimizer and scheduler state, from any
+        checkpoint on any number of ranks: a .pt's full tensors (FSDP: each rank keeps its
+        shards), or a .dcp directory (`sharded_dir`, from checkpoint.load_latest; read
+        resharded to this run's ranks)."""
+        if "sharded_dir" in state:
+            self._load_dcp(Path(state["sharded_dir"]))
+        else:
+            self._load_full(state)
         if state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
 
+    def _load_dcp(self, path: Path) -> None:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import (
+            get_optimizer_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        nets = self.method.trainable()
+        tensors = {
+            "model": self.method.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": get_optimizer_state_dict(nets, self.optimizer),
+        }
+        with doing("read the checkpoint", path):
+            dcp.load(tensors, storage_reader=dcp.FileSystemReader(path))
+        self.method.load_state_dict(tensors["model"])
+        self.ema.load_state_dict(tensors["ema"])
+        set_optimizer_state_dict(nets, self.optimizer, tensors["optimizer"])
+
+    def _load_full(self, state: dict[str, Any]) -> None:
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        nets = self.method.trainable()
+        by_name = state.get("optimizer_fqn")  # checkpoint.read_full of a .dcp
+        if not self.sharded:
+            self.method.load_state_dict(state["model"])
+            self.ema.load_state_dict(state["ema"])
+            if state.get("optimizer") is not None:
+                self.optimizer.load_state_dict(state["optimizer"])
+            elif by_name is not None:
+                set_optimizer_state_dict(nets, self.optimizer, by_name)
+            return
+        full = StateDictOptions(full_state_dict=True)
+        set_model_state_dict(self.method, state["model"], options=full)
+        set_model_state_dict(self.ema, state["ema"], options=full)
+        if state.get("optimizer") is not None:
+            names = [n for n, p in nets.named_parameters() if p.requires_grad]
+            by_name = optimizer_by_name(state["optimizer"], names)
+        if by_name is not None:
+            set_optimizer_state_dict(nets, self.optimizer, by_name, options=full)
+
     def fork(self, **train: Any) -> Session:
         """Another session on a copy of this one's current weights, with train.* keys changed
-        (e.g. step="reference", precision="fp32"); shares the dataset."""
+        (e.g. step="reference", precision="fp32"); shares the dataset. Not under FSDP."""
+        if self.sharded:
+            raise ValueError("Session.fork: an FSDP session's networks are sharded")
         cfg = copy.copy(self.cfg)
         cfg.train = dataclasses.replace(self.cfg.train, **train)
         method = copy.deepcopy(self.method)
@@ -169,23 +257,36 @@ class Session:
 
 def run_state(
     cfg: Config,
-    method: Method,
-    ema: nn.Module,
+    method: Method | None,
+    ema: nn.Module | None,
     optimizer: torch.optim.Optimizer | None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     step: int,
 ) -> dict[str, Any]:
-    """What a checkpoint holds (optimizer None: the trainer starts AdamW fresh)."""
-    return {
+    """What a checkpoint holds (optimizer None: the trainer starts AdamW fresh; method and
+    ema None: the meta of a sharded checkpoint, whose tensors are stored apart)."""
+    out = {
         "format": STATE_FORMAT,
         "step": step,
         "method": cfg.method.name,
-        "model": method.state_dict(),
-        "ema": ema.state_dict(),
         "optimizer": None if optimizer is None else optimizer.state_dict(),
         "scheduler": None if scheduler is None else scheduler.state_dict(),
         "config": cfg.to_dict(),
         "torch_version": torch.__version__,
+    }
+    if method is not None:
+        out.update(model=method.state_dict(), ema=ema.state_dict())
+    return out
+
+
+def optimizer_by_name(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """torch's optimizer state dict (parameters numbered in the optimizer's order) keyed by
+    parameter name instead, as torch.distributed.checkpoint.state_dict takes it."""
+    return {
+        "state": {names[i]: v for i, v in state["state"].items()},
+        "param_groups": [
+            {**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]
+        ],
     }
 
 
@@ -199,10 +300,31 @@ def _assemble(
 ) -> Session:
     tc = cfg.train
     ema = frozen_copy(method.trainable())
+    ema_full = None
+    if dist is not None and tc.parallel == "fsdp":  # before the optimizer sees the parameters
+        ema_full = frozen_copy(ema) if dist.main else None  # rank 0's full copy for grids
+        nets = [*method.trainable().values(), *method.targets().values()]
+        fsdp.shard(nets, uses_bf16(device, tc.precision))
+        fsdp.shard_like(ema, method.trainable())
     opt, sched = optimizer_for(method, tc)
     step, why = build_step(cfg, method, ema, opt, sched, dist)
     kind = "fast" if isinstance(step, FastStep) else "reference"
-    return Session(cfg, device, method, ema, opt, sched, step, kind, why, dataset, data_note, dist)
+    return Session(
+        cfg,
+        device,
+        method,
+        ema,
+        opt,
+        sched,
+        step,
+        kind,
+        why,
+        dataset,
+        data_note,
+        dist,
+        [],
+        ema_full,
+    )
 
 
 def build(
@@ -231,7 +353,7 @@ def build(
         )
     device = pick_device(tc.device)
     if dist is not None:
-        device = distributed.setup(dist, device)
+        device = distributed.setup(dist, device, tc.dist_timeout_s)
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
     if device.type == "cpu":
@@ -282,14 +404,14 @@ def load_run(
         found = checkpoint.list_checkpoints(run / "checkpoints")
         if not found:
             raise ConfigError(
-                f"config: {run} has no checkpoints/ckpt_*.pt (a run folder of "
+                f"config: {run} has no checkpoints/ckpt_*.pt|.dcp (a run folder of "
                 "python -m arcdae_fast.train or arcdae_fast.convert)"
             )
         ckpt = found[-1][1]
     ckpt = Path(ckpt)
-    if not ckpt.is_file():
-        raise ConfigError(f"config: no checkpoint file {ckpt}")
-    state = upgrade_state(torch.load(ckpt, map_location="cpu", weights_only=False))
+    if not ckpt.exists():
+        raise ConfigError(f"config: no checkpoint {ckpt}")
+    state = upgrade_state(checkpoint.read_full(ckpt))
     notes: list[str] = []
     cfg = from_dict(with_overrides(state["config"], overrides, notes), notes)
     changed = [

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from . import distributed
+from . import distributed, fsdp
 from .config import Config, ConfigError, TrainConfig
 from .ema import ema_update, warmup_decay
 from .methods import Method, RandomInputs
@@ -171,9 +171,10 @@ class Forward(nn.Module):
 
 class ReferenceStep:
     """The eager step. With `dist` (data parallelism) the ranks agree on a non-finite loss,
-    average their gradients before clipping (parallel "ddp": DistributedDataParallel's
-    buckets, all-reduced while backward runs; "manual": one flattened all-reduce after it),
-    and return the loss terms averaged over ranks (the global batch's)."""
+    average their gradients during backward (parallel "ddp": DistributedDataParallel's
+    buckets all-reduced; "fsdp": the networks are FSDP2-sharded (arcdae_fast/fsdp.py) and
+    their gradients reduce-scattered), and return the loss terms averaged over ranks (the
+    global batch's)."""
 
     def __init__(
         self,
@@ -196,6 +197,7 @@ class ReferenceStep:
         self.device = next(method.parameters()).device
         self.bf16 = uses_bf16(self.device, precision)  # decided once, outside any graph
         self.ddp = dist is not None and parallel == "ddp"
+        self.fsdp = dist is not None and parallel == "fsdp"  # session.build sharded the nets
         fwd = self.compile(Forward(method, self.bf16))
         self.runner = distributed.wrap_ddp(fwd) if self.ddp else fwd
 
@@ -221,30 +223,26 @@ class ReferenceStep:
         total: dict = {}
         for i in range(k):  # micro-batches: gradients summed, each loss scaled by 1 / k
             last = i == k - 1
-            xi, ii = (
-                (x0, inputs)
-                if k == 1
-                else (x0[i * m : (i + 1) * m], inputs.rows(i * m, (i + 1) * m))
-            )
+            xi, ii = x0[i * m : (i + 1) * m], inputs.rows(i * m, (i + 1) * m)
             with phase("forward"):
                 out = self.forward(xi, ii, step)
             self._check_finite(out, step, x0.device)
-            # DDP all-reduces on the last micro-batch's backward only
-            sync = contextlib.nullcontext() if last or not self.ddp else self.runner.no_sync()
+            # the gradients are averaged over ranks on the last micro-batch's backward only
+            sync = contextlib.nullcontext()
+            if self.ddp and not last:
+                sync = self.runner.no_sync()
+            if self.fsdp and k > 1:
+                fsdp.set_gradient_sync(list(self.model.trainable().values()), last)
             with phase("backward"), sync:
-                (out["loss"] / k if k > 1 else out["loss"]).backward()
+                (out["loss"] / k).backward()
             for name, v in out.items():
-                v = v.detach() / k if k > 1 else v.detach()
+                v = v.detach() / k
                 total[name] = v if name not in total else total[name] + v
         out = total
-        if self.dist is not None and not self.ddp:
-            with phase("grad all-reduce"):
-                distributed.average_gradients(self.params, self.dist.world)
         with phase("optimizer"):
             if self.grad_clip > 0:
-                out["grad_norm"] = torch.nn.utils.clip_grad_norm_(
-                    self.params, self.grad_clip, foreach=True
-                )
+                norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=True)
+                out["grad_norm"] = fsdp.local(norm)  # FSDP: a DTensor
             self.opt.step()
             self.sched.step()
         with phase("ema"):
@@ -291,8 +289,8 @@ class FastStep(ReferenceStep):
         if blocker:
             raise ValueError(f"train.step=fast: {blocker}; use train.step=reference")
         self.channels_last = next(method.parameters()).is_cuda
-        if self.channels_last:  # before DDP builds its buckets over the parameters
-            method.to(memory_format=torch.channels_last)
+        if self.channels_last and not fsdp.is_sharded(method):  # before DDP builds buckets
+            method.to(memory_format=torch.channels_last)  # (FSDP shards dim 0: contiguous)
         self.compile_mode = compile_mode
         self.cuda_graphs = compile_mode == "reduce-overhead"
         super().__init__(method, ema, optimizer, scheduler, **kw)
@@ -302,7 +300,9 @@ class FastStep(ReferenceStep):
         DDP's hooks stay eager around it and Dynamo's DDPOptimizer splits the graph at the
         gradient buckets (their all-reduces overlap with the compiled backward)."""
         mode = None if self.compile_mode == "default" else self.compile_mode
-        return torch.compile(fwd, fullgraph=True, dynamic=False, mode=mode)
+        # FSDP2's hooks run eagerly between the graphs (Dynamo does not trace them), so
+        # under fsdp the forward compiles into one graph per stretch between sharded units
+        return torch.compile(fwd, fullgraph=not self.fsdp, dynamic=False, mode=mode)
 
     def forward(self, x0: torch.Tensor, inputs: RandomInputs, step: int) -> dict:
         if self.cuda_graphs:  # a new iteration: the previous replay's outputs are dead

@@ -124,7 +124,7 @@ class Trainer:
                 "config or choose another --out"
             )
         self.s.load_state(state)
-        if state.get("optimizer") is None:
+        if state.get("optimizer") is None and "sharded_dir" not in state:
             self._say(f"{path} has no optimizer state (a converted checkpoint): AdamW starts fresh")
         self._say(f"resuming from {path} (step {step})")
         return step
@@ -166,17 +166,18 @@ class Trainer:
                 "being written"
             )
 
-    def _save(self, step: int) -> Path:
-        return checkpoint.save(
-            self.ckpt_dir, step, self.s.state(step), self.cfg.train.keep_checkpoints
-        )
+    def _save(self, step: int) -> Path | None:
+        """Every rank calls it (FSDP: every rank writes its shards; else rank 0 writes)."""
+        if self.dist is not None and not self.s.sharded:
+            distributed.check_replicas(self.s.method, self.s.device)
+        return self.s.save(self.ckpt_dir, step, self.cfg.train.keep_checkpoints)
 
-    def _grid(self, step: int, fixed: torch.Tensor) -> None:
+    def _grid(self, step: int, fixed: torch.Tensor, nets: Any) -> None:
         reconstruction_grid(
             self.out / "samples" / f"recon_{step:08d}.png",
             self.s.method,
             fixed,
-            nets=self.s.ema,
+            nets=nets,
             steps=self.cfg.train.sample_steps,
             seed=self.cfg.train.seed,
         )
@@ -191,6 +192,18 @@ class Trainer:
                     if folder.is_dir() and not any(folder.iterdir()):
                         folder.rmdir()
             raise
+        except Exception as e:
+            if self.dist is None or not distributed.peer_lost(e):
+                raise
+            last = checkpoint.list_checkpoints(self.ckpt_dir)
+            where = f"the newest checkpoint is {last[-1][1]}" if last else "no checkpoint yet"
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise errors.PeerLost(
+                f"rank {self.dist.rank}: another rank stopped, hung past "
+                f"train.dist_timeout_s={self.cfg.train.dist_timeout_s:g} or lost its network "
+                f"({first[:300]}); {where}, and the same command resumes from it "
+                "(torchrun --max-restarts=K does so by itself)"
+            ) from e
         finally:
             distributed.teardown()
 
@@ -205,7 +218,7 @@ class Trainer:
         if self.main:
             self._check_space()
         start = self._resume()
-        if self.dist is not None:
+        if self.dist is not None and not self.s.sharded:
             distributed.broadcast_state(self.s.method, self.s.ema)  # rank 0's weights everywhere
         if self.main:
             checkpoint.atomic_write(
@@ -232,7 +245,7 @@ class Trainer:
         )
         return self._loop(self.s.step, loader, start, fixed)
 
-    def _evaluate(self, step: int) -> dict[str, float]:
+    def _evaluate(self, step: int, nets: Any) -> dict[str, float]:
         """eval.during_training on the EMA weights, on subsets (eval.during_training_images
         per split), reported on the validation split; the training's random state is left as
         it was (the bit-exact resume holds)."""
@@ -244,7 +257,7 @@ class Trainer:
             ev = Evaluator(
                 self.cfg,
                 self.s.method,
-                self.s.ema,
+                nets,
                 dev,
                 split="valid",
                 max_images=ec.during_training_images,
@@ -331,20 +344,21 @@ class Trainer:
                     bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['img_per_s']:.1f}")
                     window, n_win, imgs, t0 = {}, 0, 0, time.perf_counter()
                 bar.update(1)
-                if self.main and tc.eval_every and step % tc.eval_every == 0:
-                    rec = {"step": step, **self._evaluate(step)}
+                evaluate = bool(tc.eval_every) and step % tc.eval_every == 0
+                grid = bool(tc.sample_every) and step % tc.sample_every == 0
+                nets = self.s.eval_nets() if evaluate or grid else None  # FSDP: all ranks
+                if self.main and evaluate:
+                    rec = {"step": step, **self._evaluate(step, nets)}
                     with doing("write", self.metrics_path):
                         metrics.write(json.dumps(rec) + "\n")
                         metrics.flush()
                     if "eval_probe_ap" in rec:
                         bar.set_postfix(ap=f"{rec['eval_probe_ap']:.3f}")
-                if self.main and tc.sample_every and step % tc.sample_every == 0:
-                    self._grid(step, fixed)
+                if self.main and grid:
+                    self._grid(step, fixed, nets)
                 done = step >= tc.max_steps
                 if done or step % tc.ckpt_every == 0 or stop:
-                    if self.dist is not None:
-                        distributed.check_replicas(self.s.method, self.s.device)
-                    path = self._save(step) if self.main else None
+                    path = self._save(step)
                 if stop:
                     bar.close()
                     signum = sig.signum or signal.SIGTERM  # a rank that was not signalled
@@ -356,8 +370,10 @@ class Trainer:
                 if done:
                     break
         bar.close()
-        if self.main and tc.sample_every and step % tc.sample_every:
-            self._grid(step, fixed)
+        if tc.sample_every and step % tc.sample_every:
+            nets = self.s.eval_nets()  # FSDP: all ranks
+            if self.main:
+                self._grid(step, fixed, nets)
         self._say(f"done: {step} steps; checkpoint {path}")
         return 0
 

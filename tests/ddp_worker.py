@@ -1,23 +1,48 @@
 """Run by tests/test_distributed.py under torchrun: trains like `python -m arcdae_fast.train`,
-then saves this rank's final weights to <out>/rank<R>.pt so the test can compare replicas.
+then saves this rank's final weights to <out>/rank<R>.pt so the test can compare replicas
+(FSDP: this rank's own shards, the local parts of its DTensors). DIE_AT_STEP makes a rank
+die (see DyingTrainer).
 
 usage: torchrun --nproc_per_node=2 tests/ddp_worker.py CONFIG OUT [section.key=value ...]
 """
 
 import os
+import signal
 import sys
 from pathlib import Path
 
 import torch
+from torch.distributed.tensor import DTensor
 
 from arcdae_fast.config import load_config
 from arcdae_fast.train import Trainer
 
 cfg_file, out, *overrides = sys.argv[1:]
-trainer = Trainer(load_config(cfg_file, overrides), Path(out), progress=False)
+rank = os.environ["RANK"]
+
+
+class DyingTrainer(Trainer):
+    """With DIE_AT_STEP=N, rank DIE_RANK (default 1) kills itself (SIGKILL, no cleanup) right
+    after the step-N checkpoint call, on the first attempt only (torchrun restarts count)."""
+
+    def _save(self, step):
+        path = super()._save(step)
+        first = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+        if first and step == int(os.environ.get("DIE_AT_STEP", -1)):
+            if rank == os.environ.get("DIE_RANK", "1"):
+                os.kill(os.getpid(), signal.SIGKILL)
+        return path
+
+
+trainer = DyingTrainer(load_config(cfg_file, overrides), Path(out), progress=False)
 code = trainer.run()
+
+
+def local(v):
+    return (v.to_local() if isinstance(v, DTensor) else v).detach().clone()
+
+
 torch.save(
-    {k: v.detach().clone() for k, v in trainer.model.state_dict().items()},
-    Path(out) / f"rank{os.environ['RANK']}.pt",
+    {k: local(v) for k, v in trainer.model.state_dict().items()}, Path(out) / f"rank{rank}.pt"
 )
 sys.exit(code)

@@ -61,6 +61,9 @@ class SemanticEncoder(nn.Module):
         # ArcDAE's addition (SPEC section 3); num_parts = 0: DiffAE's encoder, no part head
         self.part_head = PartHead(ch, num_parts, part_key_dim, part_dim) if num_parts > 0 else None
 
+    # called by the methods besides forward: under FSDP they all-gather too (fsdp.shard)
+    FSDP_FORWARD_METHODS = ("tokens", "heads", "holo")
+
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Feature map h as tokens (B, h*w, C_e)."""
         h = x

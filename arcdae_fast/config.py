@@ -426,6 +426,16 @@ REMOVED = {
 }
 
 
+def _replace_removed_value(key: str, value: Any, notes: list[str] | None) -> Any:
+    """A removed value (REMOVED_VALUES) as the value that replaces it, noted; else value."""
+    if not isinstance(value, str) or (key, value) not in REMOVED_VALUES:
+        return value
+    new, why = REMOVED_VALUES[key, value]
+    if notes is not None:
+        notes.append(f"{key}={value} -> {new}: {why}")
+    return new
+
+
 def legacy_model(model: dict[str, Any]) -> dict[str, Any]:
     """An old flat `model` section with what the old engine built written out: its network
     (arch adm_conv, a 4 x base_channels time embedding) and its defaults that changed (64
@@ -490,10 +500,7 @@ def translate(raw: dict[str, Any], notes: list[str] | None = None) -> dict[str, 
             if value is True:  # the old default: nothing to do
                 continue
             raise ConfigError(f"config: {key} was removed; {REMOVED[key]}")
-        if isinstance(value, str) and (key, value) in REMOVED_VALUES:
-            old, (value, why) = value, REMOVED_VALUES[key, value]
-            if notes is not None:
-                notes.append(f"{key}={old} -> {value}: {why}")
+        value = _replace_removed_value(key, value, notes)
         for new in new_keys(key):
             if new != key:
                 if notes is not None:
@@ -724,10 +731,7 @@ def with_overrides(
             if value is not True:
                 raise ConfigError(f"config: {key} was removed; {REMOVED[key]}")
             continue
-        if isinstance(value, str) and (key, value) in REMOVED_VALUES:
-            old, (value, why) = value, REMOVED_VALUES[key, value]
-            if notes is not None:
-                notes.append(f"{key}={old} -> {value}: {why}")
+        value = _replace_removed_value(key, value, notes)
         for new in new_keys(key):
             if new != key and notes is not None:
                 notes.append(f"{key} -> {new}")

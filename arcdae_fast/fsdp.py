@@ -91,11 +91,7 @@ def shard_like(copy: nn.Module, sharded: nn.Module) -> nn.Module:
 
 def gather(module: nn.Module) -> dict[str, torch.Tensor]:
     """The module's full state dict (DTensors all-gathered: every rank must call it)."""
-    from torch.distributed.tensor import DTensor
-
-    return {
-        k: v.full_tensor() if isinstance(v, DTensor) else v for k, v in module.state_dict().items()
-    }
+    return {k: local(v) for k, v in module.state_dict().items()}
 
 
 def set_gradient_sync(nets: list[nn.Module], sync: bool) -> None:
@@ -105,7 +101,8 @@ def set_gradient_sync(nets: list[nn.Module], sync: bool) -> None:
 
 
 def local(x: torch.Tensor) -> torch.Tensor:
-    """A DTensor result (e.g. clip_grad_norm_'s total norm) as a plain tensor."""
+    """A DTensor (e.g. clip_grad_norm_'s total norm) as a plain full tensor (a collective);
+    any other tensor as it is."""
     from torch.distributed.tensor import DTensor
 
     return x.full_tensor() if isinstance(x, DTensor) else x

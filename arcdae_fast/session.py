@@ -174,15 +174,8 @@ class Session:
         """Write a checkpoint: FSDP, a sharded .dcp directory (every rank calls this); else
         one .pt file from rank 0 (the others return None)."""
         if self.sharded:
-            from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
-
-            tensors = {
-                "model": self.method.state_dict(),
-                "ema": self.ema.state_dict(),
-                "optimizer": get_optimizer_state_dict(self.method.trainable(), self.optimizer),
-            }
             meta = run_state(self.cfg, None, None, None, self.scheduler, step)
-            return checkpoint.save_sharded(folder, step, tensors, meta, keep)
+            return checkpoint.save_sharded(folder, step, self._dcp_tensors(), meta, keep)
         if self.rank:
             return None
         return checkpoint.save(folder, step, self.state(step), keep)
@@ -199,24 +192,27 @@ class Session:
         if state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
 
-    def _load_dcp(self, path: Path) -> None:
-        import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import (
-            get_optimizer_state_dict,
-            set_optimizer_state_dict,
-        )
+    def _dcp_tensors(self) -> dict[str, Any]:
+        """What a .dcp checkpoint holds: the method's and the EMA's state dicts (DTensors under
+        FSDP) and AdamW's state keyed by parameter name; also the templates it loads into."""
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-        nets = self.method.trainable()
-        tensors = {
+        return {
             "model": self.method.state_dict(),
             "ema": self.ema.state_dict(),
-            "optimizer": get_optimizer_state_dict(nets, self.optimizer),
+            "optimizer": get_optimizer_state_dict(self.method.trainable(), self.optimizer),
         }
+
+    def _load_dcp(self, path: Path) -> None:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+        tensors = self._dcp_tensors()
         with doing("read the checkpoint", path):
             dcp.load(tensors, storage_reader=dcp.FileSystemReader(path))
         self.method.load_state_dict(tensors["model"])
         self.ema.load_state_dict(tensors["ema"])
-        set_optimizer_state_dict(nets, self.optimizer, tensors["optimizer"])
+        set_optimizer_state_dict(self.method.trainable(), self.optimizer, tensors["optimizer"])
 
     def _load_full(self, state: dict[str, Any]) -> None:
         from torch.distributed.checkpoint.state_dict import (

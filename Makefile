@@ -25,8 +25,12 @@ $(VENV)/.installed: pyproject.toml setup.py $(CSRC)
 quickstart: venv
 	$(VPY) -m arcdae_fast.train --config quickstart.yaml --out $(OUT)
 
+# two pytest-xdist workers (one core each): the compile-bound tests are single-threaded
+# Python; tests marked xdist_group run on one worker (they share Inductor's FX graph cache)
+TEST_WORKERS ?= 2
+
 test: venv
-	$(VPY) -m pytest -q tests
+	$(VPY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
 
 lint: venv
 	$(VPY) -m pip install -q ruff && $(VPY) -m ruff check . && $(VPY) -m ruff format --check .

@@ -130,6 +130,8 @@ class NetConfig:
     max_groups: int = option(32, min=1, doc="GroupNorm groups (the largest divisor <= this)")
 
     def check(self, cfg: Config) -> None:
+        if self.KEY.rpartition(".")[2] not in cfg.method.NETWORKS:
+            return  # a network this method does not build (DDAE++ has no encoder)
         _check_levels(f"{self.KEY}.channel_mult", self.channel_mult, cfg.data.resolution)
         from .models.layers import attention_heads
 
@@ -193,6 +195,8 @@ class MethodConfig:
     the registry (arcdae_fast/methods). Subclasses add their own typed keys."""
 
     name: str = option("arcdae", doc="the training method (python -m arcdae_fast.info lists them)")
+    # the model.* networks the method builds (their sections are checked against the data)
+    NETWORKS: ClassVar[tuple[str, ...]] = ("denoiser", "encoder")
 
     def check(self, cfg: Config) -> None:
         """Constraints that involve other sections; raise ConfigError."""
@@ -216,7 +220,7 @@ class OpsConfig:
             raise ConfigError(f"config: {e}") from None
 
 
-SUITES = ("probe", "regress", "tad", "recon", "fid")
+SUITES = ("probe", "regress", "tad", "transfer", "recon", "steps", "fid")
 
 
 @dataclass
@@ -236,12 +240,34 @@ class EvalConfig:
     probe_lr: float = option(1e-3, min=0.0)
     probe_batch_size: int = option(128, min=1)
     label_fraction: float = option(1.0, min=1e-6, doc="share of the training labels the probes use")
+    probe_grid_t: tuple[int, ...] = option(
+        (),
+        doc="the probe also sweeps a (layer x t) grid at these timestep indices (methods with "
+        "readouts, e.g. ddaepp; the DDAE protocol) and reports the best cell; (): no sweep",
+    )
+    probe_grid_layers: tuple[str, ...] = option(
+        (), doc="the grid's layers (the method's readouts); (): all of them"
+    )
     tad_threshold: float = option(0.75, min=0.5, doc="best AUROC an attribute needs to count")
     tad_mi_threshold: float = option(
         0.2, min=0.0, doc="InfoDiffusion's filter: max shared information / entropy; 1 disables"
     )
     recon_steps: int = option(100, min=1, doc="DDIM steps of the reconstruction suite")
     recon_images: int = option(0, min=0, doc="images reconstructed (0: the whole split)")
+    transfer_shift: float = option(
+        0.3,
+        min=0.0,
+        max=1.0,
+        doc="transfer suite without transfer_dataset: the test images' colours shifted (red "
+        "x (1 + s), blue x (1 - s) in [0, 1], clamped)",
+    )
+    transfer_dataset: str | None = option(
+        None, doc="transfer suite: test on this data.dataset's test split (same attributes)"
+    )
+    transfer_root: str | None = option(None, doc="its data.root")
+    steps_grid: tuple[int, ...] = option(
+        (1, 2, 5, 10), doc="decoding step counts of the steps suite (few-step decoding)"
+    )
     seed: int = option(0, min=0, doc="random x_T and probe initialisation")
     during_training: tuple[str, ...] = option(
         ("probe", "recon"), doc="suites train.eval_every runs (cheap ones: probe, recon)"

@@ -35,6 +35,7 @@ from .config import ConfigError
 from .data.datasets import ImageDataset
 from .eval.codes import batches
 from .eval.data import split_dataset
+from .losses import reparameterize
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -124,7 +125,7 @@ def encode(a: argparse.Namespace) -> int:
             if a.samples:
                 mean, logvar = method.posterior(x0, nets)
                 noise = torch.randn(mean.shape, generator=gen, device=mean.device)
-                draws.append((mean + (0.5 * logvar).exp() * noise).float().cpu().numpy())
+                draws.append(reparameterize(mean, logvar, noise).float().cpu().numpy())
             else:
                 mean = method.encode(x0, nets)
             means.append(mean.float().cpu().numpy())

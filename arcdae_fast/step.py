@@ -293,6 +293,7 @@ class FastStep(ReferenceStep):
             method.to(memory_format=torch.channels_last)  # (FSDP shards dim 0: contiguous)
         self.compile_mode = compile_mode
         self.cuda_graphs = compile_mode == "reduce-overhead"
+        method.prepare_compile(next(method.parameters()).device)
         super().__init__(method, ema, optimizer, scheduler, **kw)
 
     def compile(self, fwd: Forward) -> nn.Module:

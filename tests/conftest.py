@@ -19,7 +19,10 @@ import pytest
 import torch
 import yaml
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# under pytest-xdist (`make test` runs 2 workers) each worker takes one core
+torch.set_num_threads(
+    1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads())
+)
 
 
 def tiny_raw(root: Path) -> dict:
@@ -66,6 +69,25 @@ def tiny_raw(root: Path) -> dict:
             "step": "reference",  # eager: a compile per test would dominate the suite
         },
     }
+
+
+def compile_raw(root: Path) -> dict:
+    """tiny_raw for the tests that compile a whole training step: no dropout, and attention
+    only in the middle blocks, one encoder level less. Inductor's CPU code generation is
+    single-threaded Python whose time grows with the graph (a cold compile of tiny_raw's
+    ArcDAE step took ~4 min on a 2-core AVX2 machine); every block kind (AdaGN ResBlocks,
+    resampling, attention, the part pool) is still in the graph."""
+    raw = tiny_raw(root)
+    raw["model"]["denoiser"].update(dropout=0.0, attn_resolutions=[])
+    raw["model"]["encoder"].update(channel_mult=[1, 2], attn_resolutions=[])
+    return raw
+
+
+@pytest.fixture
+def compile_config_file(tmp_path: Path, synth_root: Path) -> Path:
+    path = tmp_path / "compile.yaml"
+    path.write_text(yaml.safe_dump(compile_raw(synth_root)))
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -50,7 +50,8 @@ def test_method_sections_are_typed_per_method():
     with pytest.raises(ConfigError, match=r"unknown key 'method.lambda_jac'.*key of arcdae"):
         from_dict({"method": {"name": "diffae", "lambda_jac": 0.5}})
     with pytest.raises(
-        ConfigError, match=r"method.name must be one of \['arcdae', 'dgae', 'diffae'"
+        ConfigError,
+        match=r"method.name must be one of \['arcdae', 'ddaepp', 'dgae', 'diffae', 'dmz'",
     ):
         from_dict({"method": {"name": "dgae9"}})
     assert from_dict({"method": {"lambda_jac": 0.5}}).method.lambda_jac == 0.5  # default arcdae

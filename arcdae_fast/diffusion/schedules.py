@@ -47,6 +47,12 @@ class VPSchedule:
         self.log_snr_table = torch.log(ab) - torch.log1p(-ab)  # float64, no overflow
         self._cache: dict[torch.device, tuple[torch.Tensor, ...]] = {}
 
+    def prepare(self, device: torch.device) -> None:
+        """Build the tables for `device` now. torch.compile guards on the per-device cache,
+        so a first build inside a traced forward makes the next call recompile the whole
+        step (measured: a second 25-80 s compile); FastStep calls this before compiling."""
+        self._tables(torch.device(device))
+
     def _tables(self, device: torch.device) -> tuple[torch.Tensor, ...]:
         if device not in self._cache:
             ab = self.alphas_cumprod

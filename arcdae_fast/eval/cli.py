@@ -125,12 +125,26 @@ def summary(results: dict) -> list[str]:
             lines.append(f"{name}: not run")
         elif name == "probe":
             lines.append(f"probe: mean AP {r['mean_ap']:.4f}")
+            if "best" in r.get("grid", {}):
+                b = r["grid"]["best"]
+                lines.append(
+                    f"probe grid: best cell {b['layer']} at t={b['t']}: mean AP "
+                    f"{b['mean_ap']:.4f} ({len(r['grid']['cells'])} cells)"
+                )
         elif name == "regress":
             lines.append(
                 f"regress: mean Pearson r {r['mean_pearson_r']:.4f}, MSE {r['mean_mse']:.4f}"
             )
         elif name == "tad":
             lines.append(f"tad: TAD {r['tad']:.4f}, ATTRS {r['attrs']}")
+        elif name == "transfer":
+            lines.append(
+                f"transfer: mean AP in domain {r['in_domain_ap']:.4f}, on {r['target']} "
+                f"{r['transfer_ap']:.4f}"
+            )
+        elif name == "steps":
+            parts = [f"{n}: MSE {v['mse']:.5f} SSIM {v['ssim']:.4f}" for n, v in r["steps"].items()]
+            lines.append("steps: " + "; ".join(parts))
         elif name == "recon":
             parts = [
                 f"{s}: MSE {r[s]['mse']:.5f} PSNR {r[s]['psnr']:.2f} SSIM {r[s]['ssim']:.4f}"

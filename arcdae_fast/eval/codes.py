@@ -47,10 +47,12 @@ def encode_split(
     device: torch.device,
     desc: str = "",
     progress: bool = False,
+    **readout: object,
 ) -> Codes:
+    """`readout`: keywords of the method's encode (e.g. DDAE++'s t and layer)."""
     zs, attrs, factors, index = [], [], [], []
     for batch in batches(ds, batch_size, desc, progress):
-        z = method.encode(batch["image"].to(device), nets)
+        z = method.encode(batch["image"].to(device), nets, **readout)
         zs.append(z.float().reshape(z.shape[0], -1).cpu())
         index.append(batch["index"])
         if "attrs" in batch:

@@ -1,7 +1,8 @@
 """What `python -m arcdae_fast.eval` writes into DIR/eval/<step>/: eval.json (every number,
 the protocol settings, the data and checkpoint used), report.md (the tables) and its plots:
-per-attribute AP bars (ap.png), TAD per attribute (tad.png), and the reconstruction grid
-(recon.png: originals, from the inverted x_T, from a random x_T)."""
+per-attribute AP bars (ap.png), TAD per attribute (tad.png), the reconstruction grid
+(recon.png: originals, from the inverted x_T, from a random x_T) and quality against the
+number of decoding steps (steps.png)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,49 @@ def _bars(path: Path, labels: list[str], values: list[float], title: str, ylabel
     ax.set_xticks(range(len(labels)), labels, rotation=70, ha="right", fontsize=7)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with doing("write the plot", path):
+        fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _steps_table(r: dict) -> list[str]:
+    """The steps suite's table: one row per decoding step count."""
+    prior = r["prior"]
+    head = "| steps | MSE | SSIM | MSE to converged |" + (
+        " prior: MSE to converged | prior: FID |" if prior else ""
+    )
+    md = [
+        "",
+        f"{r['images']} images, one random x_T each; converged = {r['converged_steps']} steps",
+        "",
+        head,
+        "|" + "---|" * (head.count("|") - 1),
+    ]
+    for n, v in r["steps"].items():
+        row = f"| {n} | {_fmt(v['mse'])} | {_fmt(v['ssim'])} | {_fmt(v['mse_to_converged'])} |"
+        if prior:
+            row += f" {_fmt(v['prior_mse_to_converged'])} | {_fmt(v.get('prior_fid'))} |"
+        md.append(row)
+    if r.get("fid_note"):
+        md += ["", r["fid_note"]]
+    return md
+
+
+def _steps_plot(path: Path, r: dict, method: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [int(n) for n in r["steps"]]
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3))
+    for ax, key, label in ((axes[0], "mse", "MSE to the image"), (axes[1], "ssim", "SSIM")):
+        ax.plot(steps, [v[key] for v in r["steps"].values()], "o-", label=method)
+        ax.set_xscale("log")
+        ax.set_xlabel("decoding steps")
+        ax.set_title(label, fontsize=9)
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     with doing("write the plot", path):
         fig.savefig(path, dpi=110)
@@ -80,6 +124,19 @@ def write(out: Path, result: dict[str, Any], recon_rows=None) -> list[Path]:
             )
             md += ["", "![AP per attribute](ap.png)"]
             paths.append(out / "ap.png")
+            grid = r.get("grid")
+            if grid is not None:
+                md += ["", "### Probe grid (layer x t)", ""]
+                if "skipped" in grid:
+                    md.append(f"not run: {grid['skipped']}")
+                else:
+                    md += ["| cell | mean AP | validation AP |", "|---|---|---|"]
+                    md += [
+                        f"| {k} | {_fmt(v['mean_ap'])} | {_fmt(v['valid_mean_ap'])} |"
+                        for k, v in grid["cells"].items()
+                    ]
+                    b = grid["best"]
+                    md += ["", f"best cell (by validation AP): {b['layer']} at t={b['t']}"]
         elif name == "regress":
             md += [
                 "",
@@ -118,6 +175,24 @@ def write(out: Path, result: dict[str, Any], recon_rows=None) -> list[Path]:
             )
             md += ["", "![best AUROC per attribute](tad.png)"]
             paths.append(out / "tad.png")
+        elif name == "transfer":
+            md += [
+                "",
+                f"probe fitted on this data's train split; mean AP in domain "
+                f"**{_fmt(r['in_domain_ap'])}**, on {r['target']} **{_fmt(r['transfer_ap'])}**",
+                "",
+                "| attribute | in domain | transfer |",
+                "|---|---|---|",
+            ]
+            md += [
+                f"| {k} | {_fmt(v['in_domain'])} | {_fmt(v['transfer'])} |"
+                for k, v in r["per_attribute"].items()
+            ]
+        elif name == "steps":
+            md += _steps_table(r)
+            _steps_plot(out / "steps.png", r, result["method"])
+            md += ["", "![quality against decoding steps](steps.png)"]
+            paths.append(out / "steps.png")
         elif name == "recon":
             md += [
                 "",

@@ -5,6 +5,6 @@ Gaussian KL (`kl.py`); the perceptual LPIPS loss is arcdae_fast/nn/lpips.py."""
 from .align import InfoNCE
 from .diffusion import DiffusionLoss
 from .jacobian import jacobian_term
-from .kl import gaussian_kl
+from .kl import gaussian_kl, reparameterize
 
-__all__ = ["DiffusionLoss", "InfoNCE", "gaussian_kl", "jacobian_term"]
+__all__ = ["DiffusionLoss", "InfoNCE", "gaussian_kl", "jacobian_term", "reparameterize"]

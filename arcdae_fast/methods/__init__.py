@@ -8,7 +8,7 @@ give it `name`, `Config` (a `MethodConfig` dataclass), `Inputs` (a `RandomInputs
 dataclass) and the protocol's methods, then `register(YourMethod)`.
 """
 
-from . import arcdae, dgae, diffae  # noqa: F401  (built-in methods register on import)
+from . import arcdae, ddaepp, dgae, diffae, dmz  # noqa: F401  (built-in methods register on import)
 from .base import Method, RandomInputs, batch_dim
 from .registry import get, names, register, unregister
 

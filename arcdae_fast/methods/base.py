@@ -131,6 +131,15 @@ class Method(nn.Module):
         """Data parallelism: `gather(rows, with_grad)` returns every rank's rows."""
         self.gather = gather
 
+    def prepare_compile(self, device: torch.device) -> None:
+        """Before torch.compile traces forward: settle the lazily built state it reads (every
+        VPSchedule attribute's tables on `device`), so its guards hold from the first call."""
+        from ..diffusion import VPSchedule
+
+        for v in vars(self).values():
+            if isinstance(v, VPSchedule):
+                v.prepare(device)
+
     def compile_blocker(self) -> str | None:
         """Why this configuration cannot run the compiled step, or None."""
         return None
@@ -174,6 +183,29 @@ class Method(nn.Module):
     ) -> torch.Tensor:
         """The deterministic sampler run backwards: x0 -> x_T."""
         raise NotImplementedError
+
+    def ddim_decode(self, fn, z, x_T: torch.Tensor, steps: int, nets=None) -> torch.Tensor:
+        """DDIM from x_T on self.schedule (diffusion.parameterization), the denoiser net
+        `nets["denoiser"]` called as fn(den)(x_t, i, z) (fn None: den itself)."""
+        from ..diffusion import ddim_sample
+
+        den = self.nets(nets)["denoiser"]
+        with evaluating(den):
+            param = self.cfg.diffusion.parameterization
+            return ddim_sample(
+                fn(den) if fn else den, z, self.schedule, x_T, steps=steps, param=param
+            )
+
+    def ddim_inversion(self, fn, x0: torch.Tensor, z, steps: int, nets=None) -> torch.Tensor:
+        """The deterministic DDIM run backwards, x0 -> x_T (as ddim_decode)."""
+        from ..diffusion import ddim_invert
+
+        den = self.nets(nets)["denoiser"]
+        with evaluating(den):
+            param = self.cfg.diffusion.parameterization
+            return ddim_invert(
+                fn(den) if fn else den, x0, z, self.schedule, steps=steps, param=param
+            )
 
     @torch.no_grad()
     def reconstruct(

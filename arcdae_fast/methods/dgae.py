@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import Config, ConfigError, MethodConfig, option
-from ..diffusion import VPSchedule, ddim_invert, ddim_sample, split_prediction
+from ..diffusion import VPSchedule, split_prediction
 from ..diffusion.flow import DENSITIES, SOLVERS, TIME_SCALE, FlowPath, flow_invert, flow_sample
-from ..losses import DiffusionLoss, gaussian_kl
+from ..losses import DiffusionLoss, gaussian_kl, reparameterize
 from ..models import VAEEncoder, build_denoiser, build_vae_encoder
 from ..nn.lpips import LPIPS
 from ..phases import phase
@@ -75,24 +75,7 @@ class DGAEConfig(MethodConfig):
     )
 
     def check(self, cfg: Config) -> None:
-        levels = len(cfg.model.encoder.channel_mult)
-        f = 2 ** (levels - 1)
-        if f != self.downsample:
-            want = self.downsample.bit_length()  # log2(f) + 1 for a power of two
-            hint = (
-                f"give model.encoder.channel_mult {want} levels"
-                if self.downsample & (self.downsample - 1) == 0
-                else "f must be a power of two"
-            )
-            raise ConfigError(
-                f"config: method.downsample={self.downsample} but model.encoder.channel_mult "
-                f"{list(cfg.model.encoder.channel_mult)} has {levels} levels (f = {f}); {hint}"
-            )
-        if cfg.data.resolution % self.downsample:
-            raise ConfigError(
-                f"config: data.resolution={cfg.data.resolution} is not divisible by "
-                f"method.downsample={self.downsample}"
-            )
+        check_downsample(cfg, self.downsample)
         if self.eta > 0:
             side = {"vgg": 16, "alex": 32}[self.lpips_net]
             if cfg.data.resolution < side:
@@ -100,6 +83,28 @@ class DGAEConfig(MethodConfig):
                     f"config: LPIPS ({self.lpips_net}) needs images of at least {side} px, "
                     f"data.resolution is {cfg.data.resolution}; set method.eta=0"
                 )
+
+
+def check_downsample(cfg: Config, f: int) -> None:
+    """method.downsample = f must match the VAE encoder's levels and divide the resolution."""
+    levels = len(cfg.model.encoder.channel_mult)
+    if 2 ** (levels - 1) != f:
+        want = f.bit_length()  # log2(f) + 1 for a power of two
+        hint = (
+            f"give model.encoder.channel_mult {want} levels"
+            if f & (f - 1) == 0
+            else ("f must be a power of two")
+        )
+        raise ConfigError(
+            f"config: method.downsample={f} but model.encoder.channel_mult "
+            f"{list(cfg.model.encoder.channel_mult)} has {levels} levels "
+            f"(f = {2 ** (levels - 1)}); {hint}"
+        )
+    if cfg.data.resolution % f:
+        raise ConfigError(
+            f"config: data.resolution={cfg.data.resolution} is not divisible by "
+            f"method.downsample={f}"
+        )
 
 
 @dataclass
@@ -176,7 +181,7 @@ class DGAE(Method):
             mean, logvar = self.encoder(x0)
             z = mean
             if m.sample_latent:
-                z = mean + (0.5 * logvar).exp() * inputs.latent_noise.to(mean.dtype)
+                z = reparameterize(mean, logvar, inputs.latent_noise)
         with phase("denoiser fwd"):
             if self.flow is not None:
                 x_t = self.flow.x_t(x0, t, inputs.noise)
@@ -219,30 +224,21 @@ class DGAE(Method):
     def _velocity(self, den: nn.Module, z: torch.Tensor):
         return lambda x, t: den(concat_condition(x, z), self._net_time(t))
 
+    @staticmethod
+    def _vp_denoiser(den: nn.Module):
+        """The samplers' denoiser (x_t, i, z) on the VP path: z concatenated to x_t."""
+        return lambda x, i, z: den(concat_condition(x, z), i)
+
     def decode(self, z, x_T, *, steps, nets=None) -> torch.Tensor:
+        if self.flow is None:
+            return self.ddim_decode(self._vp_denoiser, z, x_T, steps, nets)
         den = self.nets(nets)["denoiser"]
         with evaluating(den):
-            if self.flow is not None:
-                return flow_sample(self._velocity(den, z), x_T, steps, self.mcfg.solver)
-            return ddim_sample(
-                lambda x, i, zz: den(concat_condition(x, zz), i),
-                z,
-                self.schedule,
-                x_T,
-                steps=steps,
-                param=self.cfg.diffusion.parameterization,
-            )
+            return flow_sample(self._velocity(den, z), x_T, steps, self.mcfg.solver)
 
     def invert(self, x0, z, *, steps, nets=None) -> torch.Tensor:
+        if self.flow is None:
+            return self.ddim_inversion(self._vp_denoiser, x0, z, steps, nets)
         den = self.nets(nets)["denoiser"]
         with evaluating(den):
-            if self.flow is not None:
-                return flow_invert(self._velocity(den, z), x0, steps, self.mcfg.solver)
-            return ddim_invert(
-                lambda x, i, zz: den(concat_condition(x, zz), i),
-                x0,
-                z,
-                self.schedule,
-                steps=steps,
-                param=self.cfg.diffusion.parameterization,
-            )
+            return flow_invert(self._velocity(den, z), x0, steps, self.mcfg.solver)

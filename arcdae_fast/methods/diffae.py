@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..config import Config, MethodConfig, option
-from ..diffusion import VPSchedule, ddim_invert, ddim_sample
+from ..diffusion import VPSchedule
 from ..losses import DiffusionLoss
 from ..models import SemanticEncoder, build_denoiser, build_encoder
 from ..phases import phase
@@ -86,15 +86,7 @@ class DiffAE(Method):
             return enc(x0, parts=False).holo
 
     def decode(self, z, x_T, *, steps, nets=None) -> torch.Tensor:
-        den = self.nets(nets)["denoiser"]
-        with evaluating(den):
-            return ddim_sample(
-                den, z, self.schedule, x_T, steps=steps, param=self.cfg.diffusion.parameterization
-            )
+        return self.ddim_decode(None, z, x_T, steps, nets)
 
     def invert(self, x0, z, *, steps, nets=None) -> torch.Tensor:
-        den = self.nets(nets)["denoiser"]
-        with evaluating(den):
-            return ddim_invert(
-                den, x0, z, self.schedule, steps=steps, param=self.cfg.diffusion.parameterization
-            )
+        return self.ddim_inversion(None, x0, z, steps, nets)

@@ -48,7 +48,7 @@ def _load_entry_point(name: str) -> None:
 
 def get(name: str) -> type[Method]:
     """The Method subclass registered as `name` (KeyError when there is none)."""
-    from . import arcdae, dgae, diffae  # noqa: F401  (the built-ins register on import)
+    from . import arcdae, ddaepp, dgae, diffae, dmz  # noqa: F401  (the built-ins register on import)
 
     if name not in METHODS:
         _load_entry_point(name)
@@ -57,6 +57,6 @@ def get(name: str) -> type[Method]:
 
 def names() -> list[str]:
     """Every registered method's name (the built-ins included)."""
-    from . import arcdae, dgae, diffae  # noqa: F401
+    from . import arcdae, ddaepp, dgae, diffae, dmz  # noqa: F401
 
     return sorted(METHODS)

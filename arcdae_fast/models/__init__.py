@@ -29,11 +29,16 @@ __all__ = [
 
 
 def build_denoiser(
-    model: ModelConfig, resolution: int, cond_dim: int | None, in_channels: int = 3
+    model: ModelConfig,
+    resolution: int,
+    cond_dim: int | None,
+    in_channels: int = 3,
+    cond_blocks: str = "all",
 ) -> UNet:
     """The denoiser of `model.denoiser` in `model.arch`, conditioned on a `cond_dim`-wide code
-    by AdaGN (None: on time only); `in_channels` > 3 for a spatial code concatenated to the
-    noisy image (DGAE)."""
+    by AdaGN (None: on time only) in every ResBlock or, `cond_blocks="up"`, in the decoding
+    half only (DDAE++); `in_channels` > 3 for a spatial code concatenated to the noisy image
+    (DGAE)."""
     cfg = model.denoiser
     return UNet(
         resolution=resolution,
@@ -49,6 +54,7 @@ def build_denoiser(
         max_groups=cfg.max_groups,
         arch=ARCHS[model.arch],
         in_channels=in_channels,
+        cond_blocks=cond_blocks,
     )
 
 

@@ -2,6 +2,7 @@
 "auto" is a process-level setting: `use_backend(spec)` (a context manager), `set_backend(spec)`
 (what the trainer does with `ops.backend`), else the ARCDAE_FAST_BACKEND environment variable."""
 
+from . import _backends
 from ._backends import set_backend, use_backend
 from .adagn import adagn
 from .attn_pool import attention_pool
@@ -22,3 +23,5 @@ __all__ = [
     "timestep_augment_with_noise",
     "use_backend",
 ]
+
+_backends._parse_env_now()  # before any op is traced (see there)

@@ -234,6 +234,16 @@ def env_spec() -> Spec:
     return _PARSED_ENV[raw]
 
 
+def _parse_env_now() -> None:
+    """Fill the cache for the environment's value once every op has registered (the end of
+    arcdae_fast/ops/__init__.py): torch.compile guards on the
+    cache's keys, so a first parse inside a traced op would add a key and make the second
+    call recompile the whole step (measured: a second 35-80 s compile). A bad value raises
+    at the first op call, with its message."""
+    with contextlib.suppress(ValueError):
+        env_spec()
+
+
 def _pick(spec: Spec, op: str) -> str | None:
     """The spec's backend for op: its own entry, else the one for every op that has it."""
     name = spec.get(op)

@@ -154,6 +154,7 @@ def test_config_checks(synth_root):
     assert m.readouts()[1:] == m.denoiser.unet.layer_names()
 
 
+@pytest.mark.timeout(1500)  # a cold whole-step compile: minutes on 2 cores
 def test_fast_step_matches_the_eager_step(synth_root):
     from test_step import check_fast_step_matches_eager
 

@@ -90,6 +90,7 @@ def test_config_checks(synth_root):
         from_dict(spatial(synth_root, downsample=8))
 
 
+@pytest.mark.timeout(1500)  # a cold whole-step compile: minutes on 2 cores
 def test_fast_step_matches_the_eager_step(synth_root):
     from conftest import compile_raw
     from test_step import check_fast_step_matches_eager

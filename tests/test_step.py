@@ -61,6 +61,7 @@ def make(cfg, cls, model, **kw):
 
 
 @pytest.mark.xdist_group("arcdae-step")
+@pytest.mark.timeout(1500)  # a cold whole-step compile: minutes on 2 cores
 def test_fast_step_matches_reference_terms_gradients_and_update(synth_root):
     from conftest import compile_raw
 
@@ -113,6 +114,7 @@ def test_fast_step_matches_reference_terms_gradients_and_update(synth_root):
 
 
 @pytest.mark.xdist_group("arcdae-step")
+@pytest.mark.timeout(1500)  # a cold whole-step compile: minutes on 2 cores
 def test_fast_step_in_bf16_is_as_accurate_as_the_reference_in_bf16(synth_root):
     """Under bf16 autocast the two steps round differently, so they are compared through their
     distance to the float32 gradients: per parameter tensor, the fast step's error may be at
@@ -169,6 +171,7 @@ def curve(cfg_file, out, step):
 
 
 @pytest.mark.xdist_group("arcdae-step")
+@pytest.mark.timeout(1500)  # a cold whole-step compile: minutes on 2 cores
 def test_fast_and_reference_training_curves_agree(compile_config_file, tmp_path, capsys):
     # the first test's network and batch: Inductor's FX graph cache can serve its graphs
     ref = curve(compile_config_file, tmp_path / "ref", "reference")

@@ -72,16 +72,21 @@ class Evaluator:
 
     def codes(self, split: str) -> Codes:
         if split not in self._codes:
-            self._codes[split] = encode_split(
-                self.method,
-                self.nets,
-                self.dataset(split),
-                batch_size=self.ec.batch_size,
-                device=self.device,
-                desc=f"encoding {split}",
-                progress=self.progress,
-            )
+            self._codes[split] = self._encode(self.dataset(split), f"encoding {split}")
         return self._codes[split]
+
+    def _encode(self, ds: ImageDataset, desc: str, method=None, **readout) -> Codes:
+        """Codes of ds by `method` (default: the evaluated one), with encode's `readout`."""
+        return encode_split(
+            method or self.method,
+            self.nets,
+            ds,
+            batch_size=self.ec.batch_size,
+            device=self.device,
+            desc=desc,
+            progress=self.progress,
+            **readout,
+        )
 
     def probe_splits(self) -> tuple[Codes, Codes, Codes]:
         """(fit, pick the epoch, report): train, valid, the evaluated split (with split
@@ -125,16 +130,8 @@ class Evaluator:
         for layer in layers:
             for t in self.ec.probe_grid_t:
                 zs = [
-                    encode_split(
-                        self.method,
-                        self.nets,
-                        self.dataset(s),
-                        batch_size=self.ec.batch_size,
-                        device=self.device,
-                        desc=f"encoding {s} at {layer}, t={t}",
-                        progress=self.progress,
-                        t=t,
-                        layer=layer,
+                    self._encode(
+                        self.dataset(s), f"encoding {s} at {layer}, t={t}", t=t, layer=layer
                     ).z
                     for s in ("train", "valid", self.split)
                 ]
@@ -176,11 +173,9 @@ class Evaluator:
 
     def _transfer_codes(self, names: list[str]) -> tuple[Codes, str]:
         ec = self.ec
-        kw = dict(batch_size=ec.batch_size, device=self.device, progress=self.progress)
         if ec.transfer_dataset is None:
             shifted = _Shifted(self.method, ec.transfer_shift)
-            ds = self.dataset(self.split)
-            codes = encode_split(shifted, self.nets, ds, desc="encoding the shifted split", **kw)
+            codes = self._encode(self.dataset(self.split), "encoding the shifted split", shifted)
             return codes, f"{self.split} split, colours shifted by {ec.transfer_shift}"
         data = dataclasses.replace(
             self.cfg.data, dataset=ec.transfer_dataset, root=ec.transfer_root
@@ -191,7 +186,7 @@ class Evaluator:
                 f"eval.transfer_dataset={ec.transfer_dataset!r} has other attributes than "
                 f"{self.cfg.data.dataset!r} ({len(ds.attr_names or [])} vs {len(names)})"
             )
-        codes = encode_split(self.method, self.nets, ds, desc="encoding the other domain", **kw)
+        codes = self._encode(ds, "encoding the other domain")
         return codes, f"{ec.transfer_dataset} test split"
 
     def regress(self) -> dict:

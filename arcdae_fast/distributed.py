@@ -56,10 +56,39 @@ def setup(d: Dist, device: torch.device, timeout_s: float = 600.0) -> torch.devi
         torch.cuda.set_device(d.local_rank)
         device = torch.device("cuda", d.local_rank)
     if not dist.is_initialized():
-        dist.init_process_group(
-            "nccl" if device.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s)
-        )
+        timeout = timedelta(seconds=timeout_s)
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        store = attempt_store(timeout)
+        if store is None:
+            dist.init_process_group(backend, timeout=timeout)
+        else:
+            dist.init_process_group(
+                backend, store=store, rank=d.rank, world_size=d.world, timeout=timeout
+            )
     return device
+
+
+def attempt_store(timeout: timedelta) -> dist.Store | None:
+    """Under torchrun's shared store (TORCHELASTIC_USE_AGENT_STORE=True, torch's default
+    since 2.5), this attempt's own key space in it; None otherwise (env:// as usual).
+
+    That TCPStore outlives a `--max-restarts` restart, and init_process_group's env://
+    rendezvous uses it without a per-attempt prefix (pytorch/pytorch#135712): a restarted rank
+    can read a dead attempt's gloo/NCCL address before its peer overwrites it, then time out
+    connecting to it (seen here: "Gloo connectFullMesh failed ... Connect timeout", only when
+    the restarted peer came up late). Every worker group restarts together, so
+    TORCHELASTIC_RESTART_COUNT names the attempt consistently on all nodes."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    base = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        int(os.environ["WORLD_SIZE"]),
+        is_master=False,
+        timeout=timeout,
+    )
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"arcdae_fast/attempt_{attempt}", base)
 
 
 def peer_lost(e: BaseException) -> bool:

@@ -9,6 +9,7 @@ usage: torchrun --nproc_per_node=2 tests/ddp_worker.py CONFIG OUT [section.key=v
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -34,6 +35,11 @@ class DyingTrainer(Trainer):
         return path
 
 
+# a restarted attempt's rank 1 comes up late, so rank 0 reaches the process group's
+# rendezvous first: without distributed.attempt_store it reads the dead attempt's address
+late = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0" and rank == "1"
+if late and os.environ.get("LATE_RESTART_S"):
+    time.sleep(float(os.environ["LATE_RESTART_S"]))
 trainer = DyingTrainer(load_config(cfg_file, overrides), Path(out), progress=False)
 code = trainer.run()
 

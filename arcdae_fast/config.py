@@ -180,6 +180,13 @@ class ModelConfig:
     )
     denoiser: DenoiserConfig = _section(DenoiserConfig)
     encoder: EncoderConfig = _section(EncoderConfig)
+    attn_backend: str = option(
+        "auto",
+        choices=("auto", "sdpa", "flash_attn", "xformers"),
+        doc="the self-attention kernel (arcdae_fast/nn/attention.py): auto picks flash_attn, "
+        "then xformers, then SDPA, the first that runs here; a forced one that cannot is an "
+        "error listing why",
+    )
 
 
 @dataclass
@@ -408,6 +415,7 @@ RESUME_MUTABLE = {
     "train.step",  # the fast and reference steps compute the same function
     "train.compile_mode",
     "ops.backend",  # every backend computes the same function (tests/test_<op>.py)
+    "model.attn_backend",  # likewise (the GPU check compares them)
     "train.eval_every",
     "train.parallel",  # ddp and fsdp compute the same average gradient
     "train.dist_timeout_s",

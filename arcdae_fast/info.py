@@ -89,7 +89,33 @@ def report() -> str:
                 else:
                     state = f"available (priority {b.priority[dev]})"
                 lines.append(f"    {name:<10} {state}")
+    lines += _attention_lines(devices) + _export_lines()
     return "\n".join(lines)
+
+
+def _attention_lines(devices: list[str]) -> list[str]:
+    from .nn import attention
+
+    out = ["\nattention (model.attn_backend; bf16 on CUDA, fp32 on CPU):"]
+    for dev in devices:
+        dtype = torch.bfloat16 if dev == "cuda" else torch.float32
+        out.append(f"  {dev}: auto -> {attention.resolve('auto', torch.device(dev), dtype, 64)}")
+        for name in attention.BACKENDS:
+            why = attention.reasons(name, torch.device(dev), dtype)
+            out.append(
+                f"    {name:<10} " + ("unavailable: " + "; ".join(why) if why else "available")
+            )
+    return out
+
+
+def _export_lines() -> list[str]:
+    from .export import FORMATS, unavailable
+
+    out = ["\nexport formats (python -m arcdae_fast.export):"]
+    for f in FORMATS:
+        why = unavailable(f)
+        out.append(f"    {f:<10} " + ("unavailable: " + why if why else "available"))
+    return out
 
 
 def keys(method: str = "arcdae") -> str:

@@ -29,6 +29,7 @@ from .ema import frozen_copy
 from .errors import doing
 from .malloc import keep_freed_memory
 from .methods import Method, RandomInputs
+from .nn import attention
 from .ops import _backends
 from .step import FastStep, ReferenceStep, build_step, optimizer_for, uses_bf16
 
@@ -59,7 +60,9 @@ def apply_backend(cfg: Config, device: torch.device) -> None:
         _backends.env_spec()
         _backends.set_backend(cfg.ops.backend, "ops.backend")
         _backends.check_runnable(device)
-    except ValueError as e:
+        bf16 = cfg.train.precision == "bf16" and device.type == "cuda"
+        attention.check(cfg.model.attn_backend, device, torch.bfloat16 if bf16 else torch.float32)
+    except (ValueError, RuntimeError) as e:
         raise ConfigError(f"config: {e}") from None
 
 
@@ -385,7 +388,7 @@ class TrainedRun:
     notes: list[str] = field(default_factory=list)
 
 
-LOAD_MUTABLE = ("data.", "eval.", "ops.", "train.device", "train.num_threads")
+LOAD_MUTABLE = ("data.", "eval.", "ops.", "train.device", "train.num_threads", "model.attn_backend")
 
 
 def load_run(

@@ -10,9 +10,12 @@ from .schedules import VPSchedule, per_sample, split_prediction
 
 
 def ddim_timesteps(T: int, steps: int) -> list[int]:
-    """Ascending, evenly spaced subsequence of {0..T-1} ending at T-1."""
+    """Ascending, evenly spaced subsequence of {0..T-1} ending at T-1 (one step: [T-1], the
+    sampler's single x0 estimate from x_T)."""
     if not 1 <= steps <= T:
         raise ValueError(f"steps must be in [1, {T}], got {steps}")
+    if steps == 1:
+        return [T - 1]
     seq = torch.linspace(0, T - 1, steps, dtype=torch.float64).round().long().unique()
     return seq.tolist()
 

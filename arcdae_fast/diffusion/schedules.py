@@ -13,7 +13,7 @@ import torch
 
 from ..ops.snr_gate import gate_from_log_snr
 
-SCHEDULES = ("linear", "cosine")
+SCHEDULES = ("linear", "cosine", "const0.008")
 PARAMETERIZATIONS = ("eps", "v", "x0")
 
 
@@ -25,6 +25,8 @@ def _alphas_cumprod(kind: str, T: int) -> torch.Tensor:
         t = torch.arange(T + 1, dtype=torch.float64) / T
         f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
         betas = (1 - f[1:] / f[:-1]).clamp(max=0.999)
+    elif kind == "const0.008":  # DiffAE's latent DDIM: a constant beta of 0.008 at T = 1000
+        betas = torch.full((T,), 0.008 * 1000 / T, dtype=torch.float64)
     else:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {kind!r}")
     return torch.cumprod(1 - betas, dim=0)

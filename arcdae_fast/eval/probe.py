@@ -14,6 +14,7 @@ MSE (on the standardised targets) and their means are reported.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,9 +66,9 @@ def _fit(
     loss_fn: nn.Module,
     score,
     s: ProbeSettings,
-) -> tuple[int, np.ndarray, float]:
+) -> tuple[int, np.ndarray, float, nn.Linear]:
     """Train Linear(d, A) on z[0] -> y[0]; the best epoch on the validation score; returns
-    (best epoch, test predictions at it, best validation score)."""
+    (best epoch, test predictions at it, best validation score, the Linear at it)."""
     g = torch.Generator().manual_seed(s.seed)
     ztr, yv = (torch.from_numpy(a).float() for a in (z[0], y[0]))
     n_keep = max(1, round(s.label_fraction * len(ztr)))
@@ -80,7 +81,7 @@ def _fit(
         lin.bias.uniform_(-bound, bound, generator=g)
     opt = torch.optim.Adam(lin.parameters(), lr=s.lr)
     zval, ztest = (torch.from_numpy(a).float() for a in (z[1], z[2]))
-    best = (-np.inf, 0, None)
+    best = (-np.inf, 0, None, None)
     for epoch in range(1, s.epochs + 1):
         perm = torch.randperm(len(ztr), generator=g)
         for i in range(0, len(ztr), s.batch_size):
@@ -91,8 +92,8 @@ def _fit(
         with torch.no_grad():
             val = score(y[1], lin(zval).numpy())
             if val > best[0]:
-                best = (val, epoch, lin(ztest).numpy())
-    return best[1], best[2], float(best[0])
+                best = (val, epoch, lin(ztest).numpy(), copy.deepcopy(lin))
+    return best[1], best[2], float(best[0]), best[3]
 
 
 def attribute_probe(
@@ -105,7 +106,7 @@ def attribute_probe(
     s = settings or ProbeSettings()
     yb = tuple((np.asarray(a) > 0).astype(np.float32) for a in y)
     zs = tuple(_standardise(*z))
-    epoch, logits, val = _fit(zs, yb, nn.BCEWithLogitsLoss(), lambda t, p: mean_ap(t, p)[0], s)
+    epoch, logits, val, _ = _fit(zs, yb, nn.BCEWithLogitsLoss(), lambda t, p: mean_ap(t, p)[0], s)
     m, aps = mean_ap(yb[2], logits)
     return {
         "mean_ap": m,
@@ -127,7 +128,7 @@ def regression_probe(
     s = settings or ProbeSettings()
     ys = tuple(a.astype(np.float32) for a in _standardise(*(np.asarray(t, np.float64) for t in y)))
     zs = tuple(_standardise(*z))
-    epoch, pred, val = _fit(zs, ys, nn.MSELoss(), lambda t, p: mean_pearson(t, p)[0], s)
+    epoch, pred, val, _ = _fit(zs, ys, nn.MSELoss(), lambda t, p: mean_pearson(t, p)[0], s)
     r, rs = mean_pearson(ys[2], pred)
     mse = ((pred - ys[2]) ** 2).mean(0)
     return {
@@ -140,3 +141,22 @@ def regression_probe(
         "valid_mean_pearson_r": val,
         "settings": vars(s),
     }
+
+
+def attribute_classifier(
+    z: tuple[np.ndarray, np.ndarray],
+    y: tuple[np.ndarray, np.ndarray],
+    settings: ProbeSettings | None = None,
+) -> tuple[nn.Linear, np.ndarray, np.ndarray]:
+    """DiffAE's manipulation classifier: the attribute probe's Linear on standardised codes,
+    fitted on z[0] (train), its epoch picked on z[1] (valid); returns (Linear, mean, std)
+    of the standardisation (the train split's)."""
+    s = settings or ProbeSettings()
+    yb = tuple((np.asarray(a) > 0).astype(np.float32) for a in y)
+    mu, sd = z[0].mean(0), z[0].std(0)
+    sd = np.where(sd > 1e-8, sd, 1.0)
+    zs = tuple((a - mu) / sd for a in (z[0], z[1], z[1]))
+    _, _, _, lin = _fit(
+        zs, (yb[0], yb[1], yb[1]), nn.BCEWithLogitsLoss(), lambda t, p: mean_ap(t, p)[0], s
+    )
+    return lin, mu, sd

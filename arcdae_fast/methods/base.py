@@ -169,8 +169,11 @@ class Method(nn.Module):
         *,
         steps: int,
         nets: Mapping[str, nn.Module] | None = None,
+        solver: str | None = None,
     ) -> torch.Tensor:
-        """Images from codes z, starting the sampler at x_T (random noise or `invert`'s)."""
+        """Images from codes z, starting the sampler at x_T (random noise or `invert`'s);
+        `solver`: diffusion.solvers.SOLVERS on a VP path (default ddim), the flow's own
+        (euler, heun; default method.solver) on a flow path."""
         raise NotImplementedError
 
     def invert(
@@ -184,17 +187,24 @@ class Method(nn.Module):
         """The deterministic sampler run backwards: x0 -> x_T."""
         raise NotImplementedError
 
-    def ddim_decode(self, fn, z, x_T: torch.Tensor, steps: int, nets=None) -> torch.Tensor:
-        """DDIM from x_T on self.schedule (diffusion.parameterization), the denoiser net
-        `nets["denoiser"]` called as fn(den)(x_t, i, z) (fn None: den itself)."""
-        from ..diffusion import ddim_sample
+    def sampler_fn(self, den: nn.Module):
+        """The denoiser net as the samplers call it, (x_t, t, z) -> prediction (what decode
+        runs and `python -m arcdae_fast.export --what denoiser` exports)."""
+        return den
+
+    def ddim_decode(
+        self, fn, z, x_T: torch.Tensor, steps: int, nets=None, solver: str | None = None
+    ) -> torch.Tensor:
+        """DDIM (or `solver`, diffusion.solvers) from x_T on self.schedule
+        (diffusion.parameterization), the denoiser net `nets["denoiser"]` called as
+        fn(den)(x_t, i, z) (fn None: den itself)."""
+        from ..diffusion.solvers import solve
 
         den = self.nets(nets)["denoiser"]
         with evaluating(den):
             param = self.cfg.diffusion.parameterization
-            return ddim_sample(
-                fn(den) if fn else den, z, self.schedule, x_T, steps=steps, param=param
-            )
+            model = fn(den) if fn else den
+            return solve(model, z, self.schedule, x_T, steps, solver or "ddim", param)
 
     def ddim_inversion(self, fn, x0: torch.Tensor, z, steps: int, nets=None) -> torch.Tensor:
         """The deterministic DDIM run backwards, x0 -> x_T (as ddim_decode)."""

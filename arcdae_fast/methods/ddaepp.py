@@ -216,8 +216,11 @@ class DDAEPP(Method):
             x_T = self.invert(x0, z, steps=steps, nets=nets)
         return self.decode(z, x_T, steps=steps, nets=nets)
 
-    def decode(self, z, x_T, *, steps, nets=None) -> torch.Tensor:
-        return self.ddim_decode(_code_denoiser, z, x_T, steps, nets)
+    def sampler_fn(self, den: SelfCondUNet):
+        return _code_denoiser(den)
+
+    def decode(self, z, x_T, *, steps, nets=None, solver=None) -> torch.Tensor:
+        return self.ddim_decode(_code_denoiser, z, x_T, steps, nets, solver)
 
     def invert(self, x0, z, *, steps, nets=None) -> torch.Tensor:
         return self.ddim_inversion(_code_denoiser, x0, z, steps, nets)

@@ -229,12 +229,18 @@ class DGAE(Method):
         """The samplers' denoiser (x_t, i, z) on the VP path: z concatenated to x_t."""
         return lambda x, i, z: den(concat_condition(x, z), i)
 
-    def decode(self, z, x_T, *, steps, nets=None) -> torch.Tensor:
+    def sampler_fn(self, den: nn.Module):
+        """(x_t, i, z) on the VP path; (x_t, t, z), t in [0, 1], on the flow path."""
         if self.flow is None:
-            return self.ddim_decode(self._vp_denoiser, z, x_T, steps, nets)
+            return self._vp_denoiser(den)
+        return lambda x, t, z: self._velocity(den, z)(x, t)
+
+    def decode(self, z, x_T, *, steps, nets=None, solver=None) -> torch.Tensor:
+        if self.flow is None:
+            return self.ddim_decode(self._vp_denoiser, z, x_T, steps, nets, solver)
         den = self.nets(nets)["denoiser"]
         with evaluating(den):
-            return flow_sample(self._velocity(den, z), x_T, steps, self.mcfg.solver)
+            return flow_sample(self._velocity(den, z), x_T, steps, solver or self.mcfg.solver)
 
     def invert(self, x0, z, *, steps, nets=None) -> torch.Tensor:
         if self.flow is None:

@@ -85,8 +85,8 @@ class DiffAE(Method):
         with evaluating(enc):
             return enc(x0, parts=False).holo
 
-    def decode(self, z, x_T, *, steps, nets=None) -> torch.Tensor:
-        return self.ddim_decode(None, z, x_T, steps, nets)
+    def decode(self, z, x_T, *, steps, nets=None, solver=None) -> torch.Tensor:
+        return self.ddim_decode(None, z, x_T, steps, nets, solver)
 
     def invert(self, x0, z, *, steps, nets=None) -> torch.Tensor:
         return self.ddim_inversion(None, x0, z, steps, nets)

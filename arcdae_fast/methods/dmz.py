@@ -122,7 +122,7 @@ class DMZ(Method):
         mean, logvar = enc(x0, parts=False).holo.chunk(2, dim=1)
         return mean, logvar.clamp(*LOGVAR_RANGE)
 
-    def _denoiser_fn(self, den: nn.Module):
+    def sampler_fn(self, den: nn.Module):
         """The denoiser as the samplers call it, (x_t, i, z) -> prediction."""
         if self.mcfg.cond == "adagn":
             return den
@@ -135,7 +135,7 @@ class DMZ(Method):
             z = reparameterize(mean, logvar, inputs.latent_noise) if o.sample_latent else mean
         with phase("denoiser fwd"):
             x_t = self.schedule.q_sample(x0, inputs.t, inputs.noise)
-            pred = self._denoiser_fn(self.denoiser)(x_t, inputs.t, z)
+            pred = self.sampler_fn(self.denoiser)(x_t, inputs.t, z)
         with phase("losses"):
             diff = self.diffusion_loss(pred, x0, inputs.noise, *self.schedule.alpha_sigma(inputs.t))
             kl = gaussian_kl(mean, logvar).mean()
@@ -159,11 +159,11 @@ class DMZ(Method):
         """n codes from the prior N(0, I): decode them for unconditional samples."""
         return torch.randn((n, *self.latent_shape), generator=generator, device=device)
 
-    def decode(self, z, x_T, *, steps, nets=None) -> torch.Tensor:
-        return self.ddim_decode(self._denoiser_fn, z, x_T, steps, nets)
+    def decode(self, z, x_T, *, steps, nets=None, solver=None) -> torch.Tensor:
+        return self.ddim_decode(self.sampler_fn, z, x_T, steps, nets, solver)
 
     def invert(self, x0, z, *, steps, nets=None) -> torch.Tensor:
-        return self.ddim_inversion(self._denoiser_fn, x0, z, steps, nets)
+        return self.ddim_inversion(self.sampler_fn, x0, z, steps, nets)
 
 
 def _as_map(z: torch.Tensor) -> torch.Tensor:

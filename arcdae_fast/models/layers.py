@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..nn.attention import attention
 from ..ops.adagn import adagn
 
 
@@ -123,10 +124,11 @@ class ResBlock(nn.Module):
 
 
 class AttentionBlock(nn.Module):
-    """Multi-head self-attention over the H*W positions, via scaled_dot_product_attention
-    (scale 1/sqrt(d), as ADM's q and k each scaled by d^-1/4). `legacy_order`: the 3C qkv
-    channels hold [q, k, v] per head (ADM's QKVAttentionLegacy, DiffAE's); else all heads'
-    q, then k, then v (QKVAttention). With one head the two are the same."""
+    """Multi-head self-attention over the H*W positions, via nn/attention.py's backend
+    (model.attn_backend; SDPA by default; scale 1/sqrt(d), as ADM's q and k each scaled by
+    d^-1/4). `legacy_order`: the 3C qkv channels hold [q, k, v] per head (ADM's
+    QKVAttentionLegacy, DiffAE's); else all heads' q, then k, then v (QKVAttention). With
+    one head the two are the same."""
 
     def __init__(self, ch: int, heads: int = 1, max_groups: int = 32, legacy_order: bool = True):
         super().__init__()
@@ -145,7 +147,7 @@ class AttentionBlock(nn.Module):
         else:
             qkv = qkv.reshape(b, 3, self.heads, c // self.heads, hh * ww)
         q, k, v = (t.transpose(-1, -2) for t in qkv.unbind(1))  # (B, heads, HW, d)
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = attention(q, k, v)
         return x + self.proj(out.transpose(-1, -2).reshape(b, c, hh, ww))
 
 

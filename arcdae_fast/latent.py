@@ -1,0 +1,131 @@
+"""DiffAE's second stage: a latent DDIM over a trained autoencoder's codes, so that
+unconditional samples are "latent sample -> decode" (SPEC: DiffAE; phizaz/diffae
+templates_latent.py, ffhq128_autoenc_latent).
+
+As DiffAE: the codes of the training split (the EMA encoder's, no noise) are standardised per
+dimension (latent_znormalize), a VP diffusion with a constant beta of 0.008 over T = 1000
+(`const0.008`) is trained on them with an eps-prediction L1 loss by AdamW (lr 1e-4, weight
+decay 0.01, batch 256) on the MLPSkipNet (models/latentnet.py), EMA 0.9999, and sampled with
+DDIM at 20 steps (latent_T_eval), unclipped, then de-standardised. Codes of any shape are
+flattened (DGAE's and DMZ's spatial latents too).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .diffusion import VPSchedule
+from .diffusion.solvers import solve
+from .ema import frozen_copy
+from .models.latentnet import MLPSkipNet
+
+
+@dataclass
+class LatentSettings:
+    hidden: int = 2048
+    layers: int = 10
+    steps: int = 395_000  # DiffAE: 101M samples at batch 256
+    batch_size: int = 256
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    ema: float = 0.9999
+    loss: str = "l1"
+    schedule: str = "const0.008"
+    T: int = 1000
+    sample_steps: int = 20
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.loss not in ("l1", "l2"):
+            raise ValueError(f"latent loss must be l1 or l2, got {self.loss!r}")
+        for k in ("hidden", "layers", "steps", "batch_size", "T", "sample_steps"):
+            if not isinstance(getattr(self, k), int) or getattr(self, k) < 1:
+                raise ValueError(f"latent {k} must be an int >= 1, got {getattr(self, k)!r}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"latent ema must be in [0, 1), got {self.ema!r}")
+
+
+class LatentDDIM(nn.Module):
+    """The latent denoiser, its EMA, and the codes' per-dimension mean and std."""
+
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        settings: LatentSettings,
+    ):
+        super().__init__()
+        settings.check()
+        self.shape, self.settings = tuple(shape), settings
+        dim = int(torch.tensor(shape).prod())
+        with torch.random.fork_rng(devices=[]):  # the initialisation is settings.seed's
+            torch.manual_seed(settings.seed)
+            self.net = MLPSkipNet(dim, settings.hidden, settings.layers)
+        self.ema = frozen_copy(self.net)
+        self.register_buffer("mean", mean.reshape(dim).float())
+        self.register_buffer("std", std.reshape(dim).float().clamp_min(1e-8))
+        self.schedule = VPSchedule(settings.schedule, settings.T)
+
+    def normalise(self, z: torch.Tensor) -> torch.Tensor:
+        return (z.reshape(z.shape[0], -1).float() - self.mean) / self.std
+
+    def denormalise(self, u: torch.Tensor) -> torch.Tensor:
+        return (u * self.std + self.mean).reshape(u.shape[0], *self.shape)
+
+    def loss(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The eps-prediction loss on a batch of (raw) codes."""
+        u = self.normalise(z)
+        t = self.schedule.sample_timesteps(u.shape[0], generator, u.device)
+        noise = torch.randn(u.shape, generator=generator, device=u.device)
+        pred = self.net(self.schedule.q_sample(u, t, noise), t)
+        err = pred - noise
+        return err.abs().mean() if self.settings.loss == "l1" else err.square().mean()
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        solver: str = "ddim",
+        net: nn.Module | None = None,
+    ) -> torch.Tensor:
+        """n codes (raw scale, the autoencoder's code shape) from the EMA net by default."""
+        net = self.ema if net is None else net
+        dev = self.mean.device
+        u_T = torch.randn((n, self.mean.numel()), generator=generator, device=dev)
+        was = net.training
+        net.eval()
+        try:
+            u = solve(
+                lambda u, i, _z: net(u, i),
+                None,
+                self.schedule,
+                u_T,
+                steps or self.settings.sample_steps,
+                solver,
+                "eps",
+                clip=False,
+            )
+        finally:
+            net.train(was)
+        return self.denormalise(u)
+
+    def state(self) -> dict:
+        return {
+            "shape": list(self.shape),
+            "settings": dataclasses.asdict(self.settings),
+            "weights": self.state_dict(),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> LatentDDIM:
+        w = state["weights"]
+        m = cls(tuple(state["shape"]), w["mean"], w["std"], LatentSettings(**state["settings"]))
+        m.load_state_dict(w)
+        return m

@@ -1,0 +1,212 @@
+"""`python -m arcdae_fast.train_latent --run DIR [--ckpt PATH] [--out DIR] [--steps N]
+[--batch-size B] [--hidden H] [--layers L] [--lr LR] [--ema D] [--sample-steps S]
+[--ckpt-every K] [--seed S] [--no-progress] [section.key=value ...]`
+
+Trains DiffAE's latent DDIM (arcdae_fast/latent.py; its defaults are DiffAE's FFHQ-128
+latent model) on the codes of a trained run's training split (its EMA weights), so that
+`python -m arcdae_fast.sample --run DIR` draws unconditional images. Writes, under --out
+(default RUN/latent):
+
+    codes.pt                the encoded training codes (kept: a rerun reuses them)
+    settings.json           the settings; a rerun with other settings (but --steps) is refused
+    checkpoints/ckpt_N.pt   atomic, every --ckpt-every steps and at the end (newest 3 kept)
+    metrics.jsonl           step, loss (every 50 steps)
+    latent.pt               the final sampler, which `sample` and `arcdae_fast.api` load
+
+Run the same command again after an interruption and it resumes from the newest checkpoint,
+exactly (the batch sampler's generator is in the checkpoint); a larger --steps continues a
+finished run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from . import checkpoint, errors, session
+from .config import ConfigError
+from .ema import ema_update, warmup_decay
+from .eval.codes import encode_split
+from .eval.data import split_dataset
+from .latent import LatentDDIM, LatentSettings
+
+LOG_EVERY = 50
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m arcdae_fast.train_latent",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    d = LatentSettings()
+    p.add_argument("--run", type=Path, required=True, help="the trained run folder")
+    p.add_argument("--ckpt", type=Path, default=None, help="a checkpoint (default: the newest)")
+    p.add_argument("--out", type=Path, default=None, help="default: RUN/latent")
+    for flag, key in [
+        ("--steps", "steps"),
+        ("--batch-size", "batch_size"),
+        ("--hidden", "hidden"),
+        ("--layers", "layers"),
+        ("--sample-steps", "sample_steps"),
+        ("--seed", "seed"),
+    ]:
+        p.add_argument(flag, type=int, default=getattr(d, key), help=f"default {getattr(d, key)}")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"default {d.lr}")
+    p.add_argument("--ema", type=float, default=d.ema, help=f"default {d.ema}")
+    p.add_argument("--loss", default=d.loss, choices=("l1", "l2"))
+    p.add_argument("--ckpt-every", type=int, default=5000)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value")
+    a = p.parse_intermixed_args(argv)
+    a.settings = LatentSettings(
+        hidden=a.hidden,
+        layers=a.layers,
+        steps=a.steps,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        ema=a.ema,
+        loss=a.loss,
+        sample_steps=a.sample_steps,
+        seed=a.seed,
+    )
+    try:
+        a.settings.check()
+    except ValueError as e:
+        p.error(str(e))
+    if a.ckpt_every < 1:
+        p.error("--ckpt-every must be >= 1")
+    return a
+
+
+def codes_of(run: session.TrainedRun, out: Path, progress: bool) -> torch.Tensor:
+    """The training split's codes, encoded once and kept in out/codes.pt."""
+    path = out / "codes.pt"
+    key = {
+        "checkpoint": str(run.checkpoint),
+        "step": run.step,
+        "data": dataclasses.asdict(run.cfg.data),
+    }
+    if path.is_file():
+        saved = torch.load(path, weights_only=False)
+        if saved["source"] == key:
+            return saved["codes"]
+    cfg = run.cfg
+    ds = split_dataset(cfg.data, "train", cfg.eval.split_seed)
+    z = encode_split(
+        run.method,
+        run.ema,
+        ds,
+        batch_size=cfg.eval.batch_size,
+        device=run.device,
+        desc="encode the training split",
+        progress=progress,
+    ).z
+    shape = _code_shape(run)
+    codes = torch.from_numpy(z).reshape(len(z), *shape)
+    checkpoint.atomic_write(path, lambda f: torch.save({"source": key, "codes": codes}, f), "codes")
+    return codes
+
+
+def _code_shape(run: session.TrainedRun) -> tuple[int, ...]:
+    r = run.cfg.data.resolution
+    probe = torch.zeros(1, 3, r, r, device=run.device)
+    with torch.no_grad():
+        return tuple(run.method.encode(probe, run.ema).shape[1:])
+
+
+def _check_settings(out: Path, s: LatentSettings, run: session.TrainedRun) -> None:
+    path = out / "settings.json"
+    want = {**dataclasses.asdict(s), "checkpoint": str(run.checkpoint)}
+    if path.is_file():
+        have = json.loads(path.read_text())
+        changed = [k for k in want if k != "steps" and have.get(k) != want[k]]
+        if changed:
+            raise ConfigError(
+                f"train_latent: {out} holds a latent model with other settings "
+                f"({', '.join(f'{k}: {have.get(k)!r} -> {want[k]!r}' for k in changed)}); "
+                "use another --out or the same settings"
+            )
+    checkpoint.atomic_write(
+        path, lambda f: f.write(json.dumps(want, indent=1).encode()), "settings"
+    )
+
+
+def train(a: argparse.Namespace) -> int:
+    run = session.load_run(a.run, a.ckpt, a.overrides)
+    for note in run.notes:
+        print(note, file=sys.stderr)
+    s: LatentSettings = a.settings
+    out = a.out or Path(a.run) / "latent"
+    errors.make_dir(out)
+    errors.check_writable(out)
+    _check_settings(out, s, run)
+    codes = codes_of(run, out, not a.no_progress).to(run.device)
+    if len(codes) < 2:
+        raise ConfigError(f"train_latent: {len(codes)} training code(s); need at least 2")
+    flat = codes.reshape(len(codes), -1).float()
+    model = LatentDDIM(codes.shape[1:], flat.mean(0), flat.std(0), s).to(run.device)
+    opt = torch.optim.AdamW(model.net.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    gen = torch.Generator(device=run.device).manual_seed(s.seed)
+    step = 0
+    found = checkpoint.load_latest(out / "checkpoints", map_location=run.device)
+    if found:
+        step, state, path = found
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"].cpu() if run.device.type == "cpu" else state["generator"])
+        print(f"resuming from {path} (step {step})", file=sys.stderr)
+
+    def save(k: int) -> None:
+        state = {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "generator": gen.get_state(),
+            "step": k,
+        }
+        checkpoint.save(out / "checkpoints", k, state)
+
+    bar = tqdm(total=s.steps, initial=step, disable=a.no_progress, desc="latent DDIM")
+    log = open(out / "metrics.jsonl", "a")  # noqa: SIM115 - closed below
+    try:
+        while step < s.steps:
+            idx = torch.randint(len(codes), (s.batch_size,), generator=gen, device=run.device)
+            loss = model.loss(codes[idx], gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            ema_update(model.ema, model.net, warmup_decay(s.ema, step))
+            step += 1
+            bar.update(1)
+            if step % LOG_EVERY == 0 or step == s.steps:
+                log.write(json.dumps({"step": step, "loss": loss.item()}) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+            if step % a.ckpt_every == 0 or step == s.steps:
+                save(step)
+    finally:
+        bar.close()
+        log.close()
+    final = {
+        **model.state(),
+        "source": {"checkpoint": str(run.checkpoint), "step": run.step},
+        "step": step,
+    }
+    checkpoint.atomic_write(out / "latent.pt", lambda f: torch.save(final, f), "latent model")
+    print(f"latent DDIM: {step} steps, written to {out / 'latent.pt'}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    return errors.run(lambda: train(a))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,7 +18,6 @@ arcdae_fast.info` lists each backend's reasons. The choice is process-level
 from __future__ import annotations
 
 import importlib
-from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -29,14 +28,21 @@ _AUTO_ORDER = ("flash_attn", "xformers", "sdpa")
 _choice = "auto"
 
 
-@cache
-def _import(name: str):
+def _try_import(mod: str):
     """(module, None) or (None, why it does not import)."""
-    mod = {"flash_attn": "flash_attn", "xformers": "xformers.ops"}[name]
     try:
         return importlib.import_module(mod), None
     except Exception as e:  # noqa: BLE001 - any import failure is a reason
         return None, f"{mod} does not import ({type(e).__name__}: {str(e)[:120]})"
+
+
+# Tried once, here, so that resolving a backend inside a torch.compile'd step is plain
+# dict reads (dynamo cannot trace an import).
+_IMPORTED = {"flash_attn": _try_import("flash_attn"), "xformers": _try_import("xformers.ops")}
+
+
+def _import(name: str):
+    return _IMPORTED[name]
 
 
 def reasons(name: str, device: torch.device, dtype: torch.dtype, head_dim: int = 64) -> list[str]:

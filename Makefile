@@ -30,7 +30,7 @@ quickstart: venv
 TEST_WORKERS ?= 2
 
 test: venv
-	$(VPY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
+	$(VPY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=30 tests
 
 lint: venv
 	$(VPY) -m pip install -q ruff && $(VPY) -m ruff check . && $(VPY) -m ruff format --check .

@@ -64,6 +64,8 @@ class Model:
     latent: LatentDDIM | None = None
     steps: int = 0  # decoding / inversion steps (default eval.recon_steps)
     _directions: dict[str, Direction] = field(default_factory=dict)
+    _splits: dict[str, object] = field(default_factory=dict)  # the dataset splits, built once
+    _codes: dict[str, object] = field(default_factory=dict)  # their codes, encoded once
 
     @property
     def cfg(self):
@@ -77,6 +79,23 @@ class Model:
     def resolution(self) -> int:
         return self.cfg.data.resolution
 
+    def split(self, name: str):
+        """The run's dataset split `name` (train / valid / test), built once per Model."""
+        if name not in self._splits:
+            self._splits[name] = split_dataset(self.cfg.data, name, self.cfg.eval.split_seed)
+        return self._splits[name]
+
+    def _split_codes(self, name: str):
+        if name not in self._codes:
+            self._codes[name] = encode_split(
+                self.run.method,
+                self.run.ema,
+                self.split(name),
+                batch_size=self.cfg.eval.batch_size,
+                device=self.device,
+            )
+        return self._codes[name]
+
     def _steps(self, steps: int | None) -> int:
         return steps or self.steps or self.cfg.eval.recon_steps
 
@@ -85,7 +104,7 @@ class Model:
         self, n: int | None = None, split: str = "test", indices: Sequence[int] | None = None
     ) -> torch.Tensor:
         """Images of the run's own dataset split: rows `indices`, or the first n."""
-        ds = split_dataset(self.cfg.data, split, self.cfg.eval.split_seed)
+        ds = self.split(split)
         if indices is None:
             indices = range(min(len(ds), n or len(ds)))
         bad = [i for i in indices if not 0 <= i < len(ds)]
@@ -190,7 +209,7 @@ class Model:
 
     # ---- manipulation ----------------------------------------------------------------------
     def attributes(self) -> list[str]:
-        return list(split_dataset(self.cfg.data, "train", self.cfg.eval.split_seed).attr_names)
+        return list(self.split("train").attr_names)
 
     def direction(self, attribute: str) -> Direction:
         """The attribute's classifier direction (fitted once per Model)."""
@@ -198,7 +217,7 @@ class Model:
             return self._directions[attribute]
         codes = {}
         for split in ("train", "valid"):
-            ds = split_dataset(self.cfg.data, split, self.cfg.eval.split_seed)
+            ds = self.split(split)
             if ds.attrs is None:
                 raise ConfigError(
                     f"manipulate: data.dataset={self.cfg.data.dataset!r} has no binary "
@@ -210,13 +229,7 @@ class Model:
                     f"manipulate: no attribute {attribute!r}; this dataset has: "
                     f"{', '.join(ds.attr_names)}"
                 )
-            codes[split] = encode_split(
-                self.run.method,
-                self.run.ema,
-                ds,
-                batch_size=self.cfg.eval.batch_size,
-                device=self.device,
-            )
+            codes[split] = self._split_codes(split)
         a = self.attributes().index(attribute)
         z = (codes["train"].z, codes["valid"].z)
         y = tuple(c.attrs[:, a : a + 1] for c in (codes["train"], codes["valid"]))

@@ -282,16 +282,19 @@ class FastStep(ReferenceStep):
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         *,
         compile_mode: str = "default",
+        compile_backend: str = "inductor",
         **kw: object,
     ):
-        """compile_mode as below; the other keywords are ReferenceStep's."""
+        """compile_mode as below; compile_backend torch.compile's (the trainer's is Inductor;
+        "eager" / "aot_eager" trace without code generation, for checks); the other
+        keywords are ReferenceStep's."""
         blocker = method.compile_blocker()
         if blocker:
             raise ValueError(f"train.step=fast: {blocker}; use train.step=reference")
         self.channels_last = next(method.parameters()).is_cuda
         if self.channels_last and not fsdp.is_sharded(method):  # before DDP builds buckets
             method.to(memory_format=torch.channels_last)  # (FSDP shards dim 0: contiguous)
-        self.compile_mode = compile_mode
+        self.compile_mode, self.compile_backend = compile_mode, compile_backend
         self.cuda_graphs = compile_mode == "reduce-overhead"
         method.prepare_compile(next(method.parameters()).device)
         super().__init__(method, ema, optimizer, scheduler, **kw)
@@ -303,7 +306,9 @@ class FastStep(ReferenceStep):
         mode = None if self.compile_mode == "default" else self.compile_mode
         # FSDP2's hooks run eagerly between the graphs (Dynamo does not trace them), so
         # under fsdp the forward compiles into one graph per stretch between sharded units
-        return torch.compile(fwd, fullgraph=not self.fsdp, dynamic=False, mode=mode)
+        return torch.compile(
+            fwd, fullgraph=not self.fsdp, dynamic=False, mode=mode, backend=self.compile_backend
+        )
 
     def forward(self, x0: torch.Tensor, inputs: RandomInputs, step: int) -> dict:
         if self.cuda_graphs:  # a new iteration: the previous replay's outputs are dead

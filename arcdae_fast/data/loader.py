@@ -183,6 +183,10 @@ def build_loader(
         pin_memory=pin_memory,
         persistent_workers=cfg.num_workers > 0,
         prefetch_factor=2 if cfg.num_workers > 0 else None,
+        # workers start from a clean server process, not a fork of this one: a fork of a
+        # process whose OpenMP / Inductor / DALI threads are running can crash in the child
+        # (seen: a worker's segfault in CI after compiled tests in the same process)
+        multiprocessing_context="forkserver" if cfg.num_workers > 0 else None,
     )
 
 

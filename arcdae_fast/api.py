@@ -38,7 +38,8 @@ from .data.datasets import collate, load_image
 from .eval.codes import encode_split
 from .eval.data import split_dataset
 from .eval.probe import ProbeSettings, attribute_classifier
-from .latent import LatentDDIM
+from .latent import LatentDDIM, code_sampler
+from .latent import find as find_latent
 
 
 @dataclass
@@ -169,17 +170,14 @@ class Model:
 
     # ---- generation ------------------------------------------------------------------------
     def sample_codes(self, n: int, seed: int = 0, latent_steps: int | None = None):
-        g = torch.Generator(device=self.device).manual_seed(seed)
-        prior = getattr(self.run.method, "sample_prior", None)
-        if prior is not None:
-            return prior(n, g, self.device)
-        if self.latent is None:
+        draw = code_sampler(self.run.method, self.latent, latent_steps)
+        if draw is None:
             raise ConfigError(
                 f"sample: method {self.cfg.method.name} has no prior, and this run has no latent "
                 "DDIM: train one with python -m arcdae_fast.train_latent --run RUN "
                 "(writes RUN/latent/latent.pt)"
             )
-        return self.latent.sample(n, latent_steps, g)
+        return draw(n, torch.Generator(device=self.device).manual_seed(seed), self.device)
 
     def sample(
         self,
@@ -287,11 +285,4 @@ def load(
     """A trained run (its newest checkpoint, or `ckpt`) and its latent DDIM when there is one
     (RUN/latent/latent.pt, or `latent`); `overrides`: data.* / eval.* / train.device keys."""
     tr = session.load_run(Path(run), Path(ckpt) if ckpt else None, list(overrides))
-    path = Path(latent) if latent else Path(run) / "latent" / "latent.pt"
-    lat = None
-    if path.is_file():
-        lat = LatentDDIM.from_state(torch.load(path, map_location="cpu", weights_only=False))
-        lat.to(tr.device).eval()
-    elif latent:
-        raise ConfigError(f"no latent model {path} (python -m arcdae_fast.train_latent writes it)")
-    return Model(tr, lat, steps)
+    return Model(tr, find_latent(run, latent, tr.device), steps)

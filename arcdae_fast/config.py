@@ -261,6 +261,13 @@ class EvalConfig:
     )
     recon_steps: int = option(100, min=1, doc="DDIM steps of the reconstruction suite")
     recon_images: int = option(0, min=0, doc="images reconstructed (0: the whole split)")
+    fid_samples: int = option(
+        0,
+        min=0,
+        doc="unconditional samples of the fid suite's sample FID (0: as many as the split's "
+        "images; the paper protocol: 50000); codes from the method's prior or the run's latent "
+        "DDIM, decoded with recon_steps DDIM steps",
+    )
     transfer_shift: float = option(
         0.3,
         min=0.0,

@@ -13,11 +13,14 @@ flattened (DGAE's and DMZ's spatial latents too).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from .config import ConfigError
 from .diffusion import VPSchedule
 from .diffusion.solvers import solve
 from .ema import frozen_copy
@@ -70,6 +73,7 @@ class LatentDDIM(nn.Module):
         self.register_buffer("mean", mean.reshape(dim).float())
         self.register_buffer("std", std.reshape(dim).float().clamp_min(1e-8))
         self.schedule = VPSchedule(settings.schedule, settings.T)
+        self.path: Path | None = None  # the file it was loaded from
 
     def normalise(self, z: torch.Tensor) -> torch.Tensor:
         return (z.reshape(z.shape[0], -1).float() - self.mean) / self.std
@@ -129,3 +133,36 @@ class LatentDDIM(nn.Module):
         m = cls(tuple(state["shape"]), w["mean"], w["std"], LatentSettings(**state["settings"]))
         m.load_state_dict(w)
         return m
+
+
+def load(path: str | Path, device: torch.device | str = "cpu") -> LatentDDIM:
+    """The latent DDIM train_latent wrote (RUN/latent/latent.pt), on `device`, in eval mode."""
+    state = torch.load(Path(path), map_location="cpu", weights_only=False)
+    m = LatentDDIM.from_state(state).to(device).eval()
+    m.path = Path(path)
+    return m
+
+
+def find(run: str | Path, latent: str | Path | None, device: torch.device) -> LatentDDIM | None:
+    """`latent` (which must exist), else RUN/latent/latent.pt when there is one, else None."""
+    path = Path(latent) if latent else Path(run) / "latent" / "latent.pt"
+    if path.is_file():
+        return load(path, device)
+    if latent:
+        raise ConfigError(f"no latent model {path} (python -m arcdae_fast.train_latent writes it)")
+    return None
+
+
+CodeSampler = Callable[[int, torch.Generator, torch.device], torch.Tensor]
+
+
+def code_sampler(method, latent: LatentDDIM | None, steps: int | None = None) -> CodeSampler | None:
+    """How a run draws codes for unconditional generation, (n, generator, device) -> z: the
+    method's own prior when it has one (DMZ), else the run's latent DDIM (at `steps` DDIM
+    steps, default its own), else None."""
+    prior = getattr(method, "sample_prior", None)
+    if prior is not None:
+        return prior
+    if latent is None:
+        return None
+    return lambda n, g, _device: latent.sample(n, steps, g)

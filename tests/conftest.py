@@ -109,3 +109,17 @@ def tiny_cfg(synth_root: Path):
     from arcdae_fast.config import from_dict
 
     return from_dict(tiny_raw(synth_root))
+
+
+def random_inception(monkeypatch):
+    """torch-fidelity's Inception-V3 with random weights (its constructor loads weights: that
+    load is skipped)."""
+    from arcdae_fast.eval import fid as fid_mod
+
+    cls = fid_mod._inception_class()
+    module = __import__(cls.__module__, fromlist=["x"])
+    with monkeypatch.context() as m:
+        m.setattr(module, "load_state_dict_from_url", lambda *a, **k: None)
+        m.setattr(cls, "load_state_dict", lambda self, sd, *a, **k: None)
+        torch.manual_seed(0)
+        return cls("inception-v3-compat", ["2048"]).eval()

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import random_inception
 from scipy.stats import pearsonr
 from skimage.metrics import structural_similarity
 from sklearn.metrics import average_precision_score
@@ -178,18 +179,6 @@ def test_weights_are_found_verified_or_named(tmp_path, monkeypatch):
     gone = WeightsFile("other.pth", "00000000", "https://example.org/o.pth", "the other net")
     with pytest.raises(WeightsError, match=r"needs the file other.pth .*https://example.org/o.pth"):
         gone.find()
-
-
-def random_inception(monkeypatch):
-    """torch-fidelity's Inception-V3 with random weights (its constructor loads weights: that
-    load is skipped)."""
-    cls = fid_mod._inception_class()
-    module = __import__(cls.__module__, fromlist=["x"])
-    with monkeypatch.context() as m:
-        m.setattr(module, "load_state_dict_from_url", lambda *a, **k: None)
-        m.setattr(cls, "load_state_dict", lambda self, sd, *a, **k: None)
-        torch.manual_seed(0)
-        return cls("inception-v3-compat", ["2048"]).eval()
 
 
 def test_fid_pipeline_with_a_random_inception(monkeypatch, tmp_path):

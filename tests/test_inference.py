@@ -79,6 +79,39 @@ def test_sample_without_a_latent_model_says_how_to_get_one(run_dir, tmp_path, ca
     assert "train_latent" in capsys.readouterr().err
 
 
+def test_eval_fid_scores_unconditional_samples_of_the_latent_ddim(
+    run_dir, latent_file, tmp_path, monkeypatch, capsys
+):
+    """`eval --suite fid` with a latent DDIM adds the generation FID: eval.fid_samples images
+    (latent DDIM codes decoded from random x_T), against the split's reference statistics,
+    seeded; a run without one says how to get one. The features are a fixed random projection
+    of 4x4-pooled images (test_eval runs the pipeline with a random Inception; at 299 px on
+    one CPU thread it would make this test minutes long)."""
+    from arcdae_fast.eval import fid as fid_mod
+    from arcdae_fast.eval.cli import main as eval_main
+
+    proj = torch.randn(3 * (R // 4) ** 2, 16, generator=torch.Generator().manual_seed(0))
+    feats = lambda x: torch.nn.functional.avg_pool2d(x.float(), 4).flatten(1) @ proj  # noqa: E731
+    monkeypatch.setattr(fid_mod, "inception", lambda *a, **k: feats)
+    base = ["--run", str(run_dir), "--suite", "fid", "--no-progress", "eval.recon_steps=2"]
+    base += ["eval.batch_size=4", f"eval.cache_dir={tmp_path / 'cache'}"]
+    got = []
+    for k, seed in enumerate((0, 0, 1)):
+        argv = [*base, "--latent", str(latent_file), "eval.fid_samples=6", f"eval.seed={seed}"]
+        assert eval_main([*argv, "--out", str(tmp_path / f"e{k}")]) == 0
+        got.append(json.loads((tmp_path / f"e{k}" / "eval.json").read_text()))
+    f = got[0]["suites"]["fid"]
+    assert f["samples"] == 6 and f["sample_codes"] == "latent DDIM"
+    assert f["sample_fid"] > 0 and f["sample_fid"] != f["rfid_random"]
+    assert got[0]["latent"] == str(latent_file)
+    assert got[1]["suites"]["fid"]["sample_fid"] == f["sample_fid"]  # seeded: the same samples
+    assert got[2]["suites"]["fid"]["sample_fid"] != f["sample_fid"]  # another seed, others
+    assert "sample FID" in capsys.readouterr().out
+    assert eval_main([*base, "--out", str(tmp_path / "none")]) == 0
+    f = json.loads((tmp_path / "none" / "eval.json").read_text())["suites"]["fid"]
+    assert "sample_fid" not in f and "train_latent" in f["sample_fid_note"]
+
+
 def test_reconstruct_and_interpolate_commands(run_dir, tmp_path):
     out = tmp_path / "r"
     assert (

@@ -1,5 +1,5 @@
 """`python -m arcdae_fast.eval --run DIR [--ckpt PATH] [--suite probe,regress,tad,recon,fid]
-[--split test] [--data DATASET] [--out DIR] [--no-progress] [section.key=value ...]`
+[--split test] [--data DATASET] [--out DIR] [--latent FILE] [--no-progress] [section.key=value ...]`
 
 Evaluates a run folder (of the trainer, or of `python -m arcdae_fast.convert`) on its EMA
 weights, on the run's own dataset unless `--data` / `data.*` overrides say otherwise, and
@@ -15,7 +15,9 @@ Suites (SPEC section 6; settings are `eval.*` keys, `python -m arcdae_fast.info 
   tad      TAD and ATTRS as InfoDiffusion computes them (eval.tad_threshold, tad_mi_threshold)
   recon    decoding from the DDIM-inverted x_T and from a random x_T (eval.recon_steps,
            recon_images): MSE, PSNR, SSIM on [0, 1], LPIPS (AlexNet) on [-1, 1]
-  fid      rFID of those reconstructions against the split (Inception-V3 pool features)
+  fid      rFID of those reconstructions against the split (Inception-V3 pool features);
+           with the run's latent DDIM (train_latent; --latent) or a method's prior (dmz) also
+           the FID of eval.fid_samples unconditional samples against the same statistics
 Probes train on the train split, pick their epoch on valid, and report on --split; the other
 suites run on --split. Datasets without an official split are split 80/10/10
 (eval.split_seed). LPIPS and FID need pretrained weights from eval.weights_dir (or
@@ -35,6 +37,7 @@ import torch
 
 from .. import errors, session
 from ..config import SUITES
+from ..latent import find as find_latent
 from . import report
 from .suites import Evaluator
 
@@ -51,6 +54,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--split", default="test", choices=("test", "valid"))
     p.add_argument("--data", default=None, help="evaluate on this data.dataset instead")
     p.add_argument("--out", type=Path, default=None, help="default: RUN/eval/<step>")
+    p.add_argument(
+        "--latent", type=Path, default=None, help="latent DDIM (default: RUN/latent/latent.pt)"
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", metavar="section.key=value")
     a = p.parse_intermixed_args(argv)
@@ -73,7 +79,10 @@ def evaluate(a: argparse.Namespace) -> int:
     for note in run.notes:
         print(note, file=sys.stderr)
     cfg = run.cfg
-    ev = Evaluator(cfg, run.method, run.ema, run.device, a.split, progress=not a.no_progress)
+    latent = find_latent(a.run, a.latent, run.device)
+    ev = Evaluator(
+        cfg, run.method, run.ema, run.device, a.split, progress=not a.no_progress, latent=latent
+    )
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         results = ev.run(a.suites)
@@ -84,6 +93,7 @@ def evaluate(a: argparse.Namespace) -> int:
     result = {
         "run": str(a.run),
         "checkpoint": str(run.checkpoint),
+        "latent": str(latent.path) if latent is not None else None,
         "step": run.step,
         "method": cfg.method.name,
         "split": a.split,
@@ -152,9 +162,10 @@ def summary(results: dict) -> list[str]:
             ]
             lines.append("recon: " + "; ".join(parts))
         elif name == "fid":
-            lines.append(
-                f"fid: rFID inverted {r['rfid_inverted']:.3f}, random {r['rfid_random']:.3f}"
-            )
+            line = f"fid: rFID inverted {r['rfid_inverted']:.3f}, random {r['rfid_random']:.3f}"
+            if "sample_fid" in r:
+                line += f"; sample FID {r['sample_fid']:.3f} ({r['samples']} samples)"
+            lines.append(line)
     return lines
 
 

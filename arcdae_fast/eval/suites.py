@@ -3,10 +3,11 @@ eval.probe_grid_t a (layer x t) grid too), `regress` (Pearson r, MSE), `tad` (TA
 `recon` (MSE, PSNR, SSIM, LPIPS of decodings from the inverted and from a random x_T),
 `transfer` (the probe tested on another domain), `steps` (quality against the number of
 decoding steps; prior samples' too for a method with a prior) and `fid` (rFID of the
-reconstructions against the split's reference statistics). `Evaluator` holds what they share
-(the splits' codes, the reconstructions) so each is computed once; `run(names)` returns
-{suite: results} and, for a suite that cannot run here (no labels, no weights),
-{suite: {"skipped": why}}.
+reconstructions against the split's reference statistics; with codes from the method's prior
+or the run's latent DDIM also the FID of unconditional samples against the same).
+`Evaluator` holds what they share (the splits' codes, the reconstructions) so each is
+computed once; `run(names)` returns {suite: results} and, for a suite that cannot run here
+(no labels, no weights), {suite: {"skipped": why}}.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from tqdm import tqdm
 
 from ..config import Config, EvalConfig
 from ..data.datasets import ImageDataset
+from ..latent import LatentDDIM, code_sampler
 from ..nn.lpips import LPIPS
 from ..nn.weights import WeightsError
 from . import fid as fid_mod
@@ -55,6 +58,7 @@ class Evaluator:
     progress: bool = False
     max_images: int | None = None  # overrides eval.max_images (train-time evaluation)
     recon_steps: int | None = None  # overrides eval.recon_steps
+    latent: LatentDDIM | None = None  # the run's latent DDIM: the fid suite's sample FID
     _datasets: dict[str, ImageDataset] = field(default_factory=dict)
     _codes: dict[str, Codes] = field(default_factory=dict)
     _recon: Reconstructions | None = None
@@ -368,7 +372,33 @@ class Evaluator:
             f"rFID of {len(r.originals)} reconstructions against the same images; "
             "paper numbers use 50k samples"
         )
+        draw = code_sampler(self.method, self.latent)
+        if draw is None:
+            out["sample_fid_note"] = (
+                f"sample FID not computed: method {self.cfg.method.name} has no prior and the "
+                "run has no latent DDIM (python -m arcdae_fast.train_latent --run RUN)"
+            )
+            return out
+        n = self.ec.fid_samples or len(r.originals)
+        st = fid_mod.stats_of(self._samples(draw, n), feats)
+        out["sample_fid"] = fid_mod.frechet_distance(mu, cov, *st.mean_cov())
+        out["samples"] = n
+        out["sample_codes"] = "prior" if hasattr(self.method, "sample_prior") else "latent DDIM"
         return out
+
+    def _samples(self, draw, n: int):
+        """n unconditional images in batches: codes from `draw`, decoded from random x_T with
+        eval.recon_steps DDIM steps (seeded by eval.seed)."""
+        g = torch.Generator(device=self.device).manual_seed(self.ec.seed)
+        steps = self.recon_steps or self.ec.recon_steps
+        r = self.cfg.data.resolution
+        for lo in tqdm(
+            range(0, n, self.ec.batch_size), "sampling", disable=not self.progress, leave=False
+        ):
+            k = min(self.ec.batch_size, n - lo)
+            z = draw(k, g, self.device)
+            x_T = torch.randn((k, 3, r, r), generator=g, device=self.device)
+            yield self._decode(z, x_T, steps)
 
     def run(self, names: list[str] | tuple[str, ...]) -> dict[str, dict]:
         out = {}

@@ -180,7 +180,8 @@ def _bwd_kernel(
 
 def config(c: int, k: int, dtype: torch.dtype, interpret: bool = INTERPRET) -> dict:
     """Tile sizes: channel tiles of up to 512 (256 in fp32) keep the backward's shared memory
-    under Hopper's 227 KB per block (checked by tests/test_kernels_compile.py)."""
+    under Hopper's 227 KB per block (checked by tests/compile_sm90.py in the GPU check's
+    dry run)."""
     lowp = dtype in (torch.bfloat16, torch.float16)
     return dict(
         BLOCK_N=BLOCK_N,

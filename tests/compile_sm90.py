@@ -1,6 +1,7 @@
 """Compile every Triton kernel for Hopper (sm_90) without a GPU, with the tile configs the
-launchers pick, and check shared memory fits. Run by test_kernels_compile.py in a subprocess
-(TRITON_INTERPRET must be unset so that @triton.jit yields compilable kernels).
+launchers pick, and check shared memory fits. Run by bench/gpu_check.sh's triton-sm90 stage
+(in CI by its dry run, tests/test_gpu_check.py; TRITON_INTERPRET must be unset so that
+@triton.jit yields compilable kernels).
 
 Prints one line per kernel: name, dtype, shared bytes; exits non-zero on any failure.
 """

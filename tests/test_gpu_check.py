@@ -1,6 +1,6 @@
 """bench/gpu_check.sh --dry-run: every stage of the GPU check runs on CPU at tiny sizes (the
-CUDA ones reported as skipped), at most 8 files come back, and the summary holds every
-stage and every method preset's step check."""
+CUDA ones reported as skipped), at most 8 files come back, the summary holds every stage and
+every method preset's step check, and every Triton kernel compiles for sm_90."""
 
 import json
 import os
@@ -38,6 +38,12 @@ def test_dry_run_runs_every_stage(tmp_path):
     assert all(checks.values()), checks
     assert s["profile"]["ms_per_step"] > 0
     assert "| steps | ok |" in (out / "summary.md").read_text()
+    # the triton-sm90 stage: every Triton kernel compiled to a Hopper cubin with the launchers'
+    # tile configs, within shared memory (the interpreter accepts code the GPU compiler
+    # rejects, and cannot see shared memory)
+    lines = (out / "log.txt").read_text().splitlines()
+    assert sum(line.startswith("ok  ") for line in lines) == 22, lines
+    assert not [line for line in lines if line.startswith("FAIL")]
 
 
 def test_a_failing_stage_does_not_stop_the_others(tmp_path):

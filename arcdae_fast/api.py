@@ -38,7 +38,7 @@ from .data.datasets import collate, load_image
 from .eval.codes import encode_split
 from .eval.data import split_dataset
 from .eval.probe import ProbeSettings, attribute_classifier
-from .latent import LatentDDIM, code_sampler
+from .latent import LatentDDIM, code_sampler, no_sampler
 from .latent import find as find_latent
 
 
@@ -172,11 +172,7 @@ class Model:
     def sample_codes(self, n: int, seed: int = 0, latent_steps: int | None = None):
         draw = code_sampler(self.run.method, self.latent, latent_steps)
         if draw is None:
-            raise ConfigError(
-                f"sample: method {self.cfg.method.name} has no prior, and this run has no latent "
-                "DDIM: train one with python -m arcdae_fast.train_latent --run RUN "
-                "(writes RUN/latent/latent.pt)"
-            )
+            raise ConfigError(f"sample: {no_sampler(self.cfg.method.name)}")
         return draw(n, torch.Generator(device=self.device).manual_seed(seed), self.device)
 
     def sample(

@@ -156,6 +156,14 @@ def find(run: str | Path, latent: str | Path | None, device: torch.device) -> La
 CodeSampler = Callable[[int, torch.Generator, torch.device], torch.Tensor]
 
 
+def no_sampler(method_name: str) -> str:
+    """Why a run cannot generate (code_sampler gave None), and what to do."""
+    return (
+        f"method {method_name} has no prior, and this run has no latent DDIM: train one with "
+        "python -m arcdae_fast.train_latent --run RUN (writes RUN/latent/latent.pt)"
+    )
+
+
 def code_sampler(method, latent: LatentDDIM | None, steps: int | None = None) -> CodeSampler | None:
     """How a run draws codes for unconditional generation, (n, generator, device) -> z: the
     method's own prior when it has one (DMZ), else the run's latent DDIM (at `steps` DDIM

@@ -79,7 +79,8 @@ def evaluate(a: argparse.Namespace) -> int:
     for note in run.notes:
         print(note, file=sys.stderr)
     cfg = run.cfg
-    latent = find_latent(a.run, a.latent, run.device)
+    # only the fid suite samples (and DiffAE's latent net is ~100M parameters with its EMA)
+    latent = find_latent(a.run, a.latent, run.device) if "fid" in a.suites else None
     ev = Evaluator(
         cfg, run.method, run.ema, run.device, a.split, progress=not a.no_progress, latent=latent
     )

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from ..config import Config, EvalConfig
 from ..data.datasets import ImageDataset
-from ..latent import LatentDDIM, code_sampler
+from ..latent import LatentDDIM, code_sampler, no_sampler
 from ..nn.lpips import LPIPS
 from ..nn.weights import WeightsError
 from . import fid as fid_mod
@@ -374,10 +374,7 @@ class Evaluator:
         )
         draw = code_sampler(self.method, self.latent)
         if draw is None:
-            out["sample_fid_note"] = (
-                f"sample FID not computed: method {self.cfg.method.name} has no prior and the "
-                "run has no latent DDIM (python -m arcdae_fast.train_latent --run RUN)"
-            )
+            out["sample_fid_note"] = f"sample FID not computed: {no_sampler(self.cfg.method.name)}"
             return out
         n = self.ec.fid_samples or len(r.originals)
         st = fid_mod.stats_of(self._samples(draw, n), feats)

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import session
+from . import checkpoint, session
 from .config import ConfigError
 from .data.datasets import collate, load_image
 from .eval.codes import encode_split
@@ -277,8 +277,12 @@ def load(
     latent: str | Path | None = None,
     overrides: Sequence[str] = (),
     steps: int = 0,
+    trust_pickle: bool = False,
 ) -> Model:
     """A trained run (its newest checkpoint, or `ckpt`) and its latent DDIM when there is one
-    (RUN/latent/latent.pt, or `latent`); `overrides`: data.* / eval.* / train.device keys."""
+    (RUN/latent/latent.pt, or `latent`); `overrides`: data.* / eval.* / train.device keys.
+    Files are read without running code from them (checkpoint.load); `trust_pickle=True`
+    allows files that need pickle, for a source you trust."""
+    checkpoint.trust_pickle(trust_pickle)
     tr = session.load_run(Path(run), Path(ckpt) if ckpt else None, list(overrides))
     return Model(tr, find_latent(run, latent, tr.device), steps)

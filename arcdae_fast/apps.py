@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from . import errors
+from . import checkpoint, errors
 from .diffusion.solvers import SOLVERS
 from .viz import to_grid
 
@@ -33,6 +33,7 @@ def parser(prog: str, doc: str, images: bool = True) -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
+    checkpoint.add_trust_flag(p)
     if images:
         p.add_argument(
             "--images",

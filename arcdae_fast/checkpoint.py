@@ -11,8 +11,10 @@ a partial directory under a checkpoint name. Either kind resumes on any number o
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
+import pickle
 import re
 import shutil
 import tempfile
@@ -21,11 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.torch_version import TorchVersion
 
-from .errors import doing, make_dir
+from .errors import UserError, doing, make_dir
+
+# checkpoints written before 2026-12-06 stored torch.__version__ itself: a str subclass whose
+# unpickling runs no code of the file's choosing
+torch.serialization.add_safe_globals([TorchVersion])
 
 PATTERN = re.compile(r"^ckpt_(\d{8})\.(pt|dcp)$")
 META = "meta.pt"  # inside a .dcp directory: everything but the tensors
+WEIGHTS = ".safetensors"  # a .pt checkpoint's weights sidecar (arcdae_fast/weights.py)
 
 
 def sha256(path: Path) -> str:
@@ -35,6 +43,65 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+class UnsafeFile(UserError):
+    """A file that needs pickle's code execution to load (not only tensors and plain data);
+    it was not loaded."""
+
+
+_trust_pickle = False
+
+
+def trust_pickle(on: bool = True) -> None:
+    """Let `load` unpickle arbitrary objects (a command's --trust-pickle): only for files from
+    a source the user trusts, since unpickling can run any code the file names."""
+    global _trust_pickle
+    _trust_pickle = bool(on)
+
+
+class _Trust(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        trust_pickle(True)
+        setattr(namespace, self.dest, True)
+
+
+def add_trust_flag(p: argparse.ArgumentParser) -> None:
+    """A command's --trust-pickle flag (its parser is built per call: the setting starts off)."""
+    trust_pickle(False)
+    p.add_argument(
+        "--trust-pickle",
+        nargs=0,
+        action=_Trust,
+        default=False,
+        help="allow checkpoints that need pickle (this can run code from the file: only for "
+        "files from a source you trust)",
+    )
+
+
+def load(path: Path, map_location: str | torch.device = "cpu", what: str = "checkpoint") -> Any:
+    """torch.load that never runs code from the file: weights_only (tensors, numbers, strings,
+    containers) unless trust_pickle was called. A file that needs more raises UnsafeFile
+    naming what it holds and the flag that allows it."""
+    try:
+        return torch.load(Path(path), map_location=map_location, weights_only=not _trust_pickle)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if not found:  # not a refused object: a damaged or foreign file
+            raise UserError(
+                f"{what} {path} is not a readable torch file ({_last_line(e)})"
+            ) from None
+        held = f"it names {found.group(1)}"
+        raise UnsafeFile(
+            f"{what} {path} holds more than tensors and plain data ({held}), and loading it "
+            "would run code; it was not loaded. If you trust its source, rerun with "
+            "--trust-pickle"
+        ) from None
+
+
+def _last_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and "documentation" not in ln]
+    return lines[-1] if lines else type(e).__name__
 
 
 def path_for(folder: Path, step: int, sharded: bool = False) -> Path:
@@ -102,6 +169,7 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink(missing_ok=True)
+        path.with_suffix(WEIGHTS).unlink(missing_ok=True)  # its weights (arcdae_fast/weights.py)
 
 
 def _intact(folder: Path, path: Path) -> str:
@@ -156,7 +224,7 @@ def read_meta(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not (path / ".metadata").is_file():
         raise FileNotFoundError(f"{path} has no .metadata (not a complete checkpoint)")
-    meta = torch.load(path / META, map_location="cpu", weights_only=False)
+    meta = load(path / META)
     return {**meta, "sharded_dir": path}
 
 
@@ -168,11 +236,11 @@ def read_full(path: Path) -> dict[str, Any]:
 
     path = Path(path)
     if not path.is_dir():
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return load(path)
     meta = read_meta(path)
     with tempfile.TemporaryDirectory() as tmp:
         dcp_to_torch_save(path, Path(tmp) / "full.pt")
-        full = torch.load(Path(tmp) / "full.pt", map_location="cpu", weights_only=False)
+        full = load(Path(tmp) / "full.pt")
     out = {k: v for k, v in meta.items() if k != "sharded_dir"}
     out.update(model=full["model"], ema=full["ema"], optimizer=None)
     out["optimizer_fqn"] = full.get("optimizer")
@@ -180,15 +248,20 @@ def read_full(path: Path) -> dict[str, Any]:
 
 
 def remove_leftovers(folder: Path) -> list[Path]:
-    """Delete the temp files interrupted atomic writes left in `folder` (never checkpoints:
-    those are only ever renamed into place complete); returns what was removed."""
+    """Delete the temp files interrupted atomic writes left in `folder`, and weights sidecars
+    whose checkpoint was never written (never checkpoints: those are only ever renamed into
+    place complete); returns what was removed."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     gone = [
         p
         for p in folder.iterdir()
-        if (TEMP.match(p.name) and p.is_file()) or (PARTIAL.match(p.name) and p.is_dir())
+        if (TEMP.match(p.name) and p.is_file())
+        or (PARTIAL.match(p.name) and p.is_dir())
+        or (
+            p.suffix == WEIGHTS and p.name.startswith("ckpt_") and not p.with_suffix(".pt").exists()
+        )
     ]
     for p in gone:
         with doing("remove the leftover temp file", p):
@@ -205,7 +278,9 @@ def load_latest(
         try:
             if path.is_dir():
                 return step, read_meta(path), path
-            return step, torch.load(path, map_location=map_location, weights_only=False), path
+            return step, load(path, map_location), path
+        except UnsafeFile:  # never skipped: an older checkpoint is not what the user asked for
+            raise
         except Exception as e:  # noqa: BLE001 - any failure to read means "try an older one"
             warnings.warn(
                 f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); trying an older one",

@@ -55,6 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dtype", default="float32", choices=("float32", "float16"))
     p.add_argument("--seed", type=int, default=0, help="of the posterior samples")
     p.add_argument("--no-progress", action="store_true")
+    checkpoint.add_trust_flag(p)
     p.add_argument("overrides", nargs="*", metavar="section.key=value")
     a = p.parse_intermixed_args(argv)
     if a.shard_size < 1:

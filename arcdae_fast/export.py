@@ -11,6 +11,10 @@ Formats:
 - `program`: a torch.export ExportedProgram (OUT/<what>.pt2, `torch.export.load`);
 - `aoti`: an AOTInductor package (OUT/<what>.aoti.pt2, compiled C++ / CUDA code;
   `torch._inductor.aoti_load_package`), on this machine's device;
+- `safetensors`: a portable inference folder (OUT/config.yaml, OUT/model.safetensors,
+  OUT/ema.safetensors, and OUT/latent.safetensors when the run has a latent DDIM) that
+  `api.load(OUT)` and every command's `--run OUT` read; weights only, no code
+  (arcdae_fast/weights.py). `--what` does not apply to it;
 - `tensorrt`: a TensorRT engine through torch-tensorrt (OUT/<what>.trt.ep), CUDA only; the
   optional `tensorrt` extra, detected at run time (`python -m arcdae_fast.info` says why it is
   unavailable).
@@ -32,11 +36,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import errors, session
+from . import checkpoint, errors, session, weights
+from .latent import find as find_latent
 from .ops import _backends
 
 WHATS = ("encoder", "denoiser")
-FORMATS = ("program", "aoti", "tensorrt")
+FORMATS = ("program", "aoti", "tensorrt", "safetensors")
 SUFFIX = {"program": ".pt2", "aoti": ".aoti.pt2", "tensorrt": ".trt.ep"}
 
 
@@ -145,6 +150,7 @@ def parse_args(argv):
     p.add_argument("--batch", type=int, default=2, help="the example inputs' batch")
     p.add_argument("--static-batch", action="store_true")
     p.add_argument("--check", action="store_true", help="compare each export with eager")
+    checkpoint.add_trust_flag(p)
     p.add_argument("overrides", nargs="*", metavar="section.key=value")
     a = p.parse_intermixed_args(argv)
     a.whats = [w for w in a.what.split(",") if w]
@@ -163,12 +169,26 @@ def run_export(a) -> int:
         why = unavailable(fmt, run.device)
         if why:
             raise errors.UserError(f"export: --format {fmt} is unavailable here: {why}")
-    mods = modules(run, a.batch)
     written = []
-    for what in a.whats:
+    if "safetensors" in a.formats:
+        latent = find_latent(a.run, None, run.device)
+        state = {
+            "format": session.STATE_FORMAT,
+            "step": run.step,
+            "method": run.cfg.method.name,
+            "config": run.cfg.to_dict(),
+            "model": run.method.state_dict(),
+            "ema": run.ema.state_dict(),
+        }
+        for path in weights.write_inference_folder(a.out, state, latent):
+            written.append({"what": path.stem, "format": "safetensors", "path": str(path)})
+            print(f"{path.stem} -> {path}", file=sys.stderr)
+    traced = [f for f in a.formats if f != "safetensors"]
+    mods = modules(run, a.batch) if traced else {}
+    for what in a.whats if traced else ():
         module, inputs = mods[what]
         ep = export_program(module, inputs, not a.static_batch)
-        for fmt in a.formats:
+        for fmt in traced:
             path = write(fmt, ep, inputs, a.out / f"{what}{SUFFIX[fmt]}")
             row = {
                 "what": what,

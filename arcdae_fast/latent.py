@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import checkpoint, weights
 from .config import ConfigError
 from .diffusion import VPSchedule
 from .diffusion.solvers import solve
@@ -137,7 +138,11 @@ class LatentDDIM(nn.Module):
 
 def load(path: str | Path, device: torch.device | str = "cpu") -> LatentDDIM:
     """The latent DDIM train_latent wrote (RUN/latent/latent.pt), on `device`, in eval mode."""
-    state = torch.load(Path(path), map_location="cpu", weights_only=False)
+    path = Path(path)
+    if path.suffix == weights.SUFFIX:  # an inference folder's (export --format safetensors)
+        state = weights.read_latent_state(path)
+    else:
+        state = checkpoint.load(path, what="latent model")
     m = LatentDDIM.from_state(state).to(device).eval()
     m.path = Path(path)
     return m
@@ -146,6 +151,8 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> LatentDDIM:
 def find(run: str | Path, latent: str | Path | None, device: torch.device) -> LatentDDIM | None:
     """`latent` (which must exist), else RUN/latent/latent.pt when there is one, else None."""
     path = Path(latent) if latent else Path(run) / "latent" / "latent.pt"
+    if not latent and weights.is_inference_folder(run):
+        path = Path(run) / weights.LATENT
     if path.is_file():
         return load(path, device)
     if latent:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import checkpoint, distributed, fsdp, methods
+from . import checkpoint, distributed, fsdp, methods, weights
 from .config import Config, ConfigError, diff_keys, from_dict, with_overrides
 from .data.datasets import DataError, ImageDataset, first_readable
 from .data.loader import build_dataset, make_loader, model_input
@@ -181,7 +181,14 @@ class Session:
             return checkpoint.save_sharded(folder, step, self._dcp_tensors(), meta, keep)
         if self.rank:
             return None
-        return checkpoint.save(folder, step, self.state(step), keep)
+        state = self.state(step)
+        # the weights first: the .pt, written last, is what makes the checkpoint exist
+        side = weights.save_checkpoint_weights(checkpoint.path_for(folder, step), state)
+        try:
+            return checkpoint.save(folder, step, state, keep)
+        except BaseException:
+            side.unlink(missing_ok=True)  # no weights without their checkpoint
+            raise
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Weights, EMA, and (when present) optimizer and scheduler state, from any
@@ -271,7 +278,7 @@ def run_state(
         "optimizer": None if optimizer is None else optimizer.state_dict(),
         "scheduler": None if scheduler is None else scheduler.state_dict(),
         "config": cfg.to_dict(),
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
     }
     if method is not None:
         out.update(model=method.state_dict(), ema=ema.state_dict())
@@ -388,6 +395,17 @@ class TrainedRun:
     notes: list[str] = field(default_factory=list)
 
 
+def read_weights(ckpt: Path) -> dict[str, Any]:
+    """What evaluation and inference need of a checkpoint: its safetensors weights when it
+    has them (an inference folder, a .pt's sidecar), else the checkpoint itself."""
+    if ckpt.is_dir() and weights.is_inference_folder(ckpt):
+        return weights.read_inference_folder(ckpt)
+    side = weights.sidecar(ckpt)
+    if ckpt.suffix == ".pt" and side.is_file():
+        return weights.read_checkpoint_weights(side)
+    return checkpoint.read_full(ckpt)
+
+
 LOAD_MUTABLE = ("data.", "eval.", "ops.", "train.device", "train.num_threads", "model.attn_backend")
 
 
@@ -399,6 +417,8 @@ def load_run(
     from .legacy import upgrade_state
 
     run = Path(run)
+    if ckpt is None and weights.is_inference_folder(run):  # export --format safetensors
+        ckpt = run
     if ckpt is None:
         found = checkpoint.list_checkpoints(run / "checkpoints")
         if not found:
@@ -410,7 +430,7 @@ def load_run(
     ckpt = Path(ckpt)
     if not ckpt.exists():
         raise ConfigError(f"config: no checkpoint {ckpt}")
-    state = upgrade_state(checkpoint.read_full(ckpt))
+    state = upgrade_state(read_weights(ckpt))
     notes: list[str] = []
     cfg = from_dict(with_overrides(state["config"], overrides, notes), notes)
     changed = [

@@ -392,6 +392,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="run folder (default runs/<config name>)")
     p.add_argument("--max-steps", type=int, default=None, help="same as train.max_steps=N")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    checkpoint.add_trust_flag(p)
     p.add_argument(
         "overrides",
         nargs="*",

@@ -49,6 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--run", type=Path, required=True, help="the trained run folder")
     p.add_argument("--ckpt", type=Path, default=None, help="a checkpoint (default: the newest)")
     p.add_argument("--out", type=Path, default=None, help="default: RUN/latent")
+    checkpoint.add_trust_flag(p)
     for flag, key in [
         ("--steps", "steps"),
         ("--batch-size", "batch_size"),
@@ -89,12 +90,12 @@ def codes_of(run: session.TrainedRun, out: Path, progress: bool) -> torch.Tensor
     """The training split's codes, encoded once and kept in out/codes.pt."""
     path = out / "codes.pt"
     key = {
-        "checkpoint": str(run.checkpoint),
+        "checkpoint": run.checkpoint.name,
         "step": run.step,
         "data": dataclasses.asdict(run.cfg.data),
     }
     if path.is_file():
-        saved = torch.load(path, weights_only=False)
+        saved = checkpoint.load(path, what="code cache")
         if saved["source"] == key:
             return saved["codes"]
     cfg = run.cfg
@@ -123,9 +124,10 @@ def _code_shape(run: session.TrainedRun) -> tuple[int, ...]:
 
 def _check_settings(out: Path, s: LatentSettings, run: session.TrainedRun) -> None:
     path = out / "settings.json"
-    want = {**dataclasses.asdict(s), "checkpoint": str(run.checkpoint)}
+    want = {**dataclasses.asdict(s), "checkpoint": run.checkpoint.name}  # a moved run resumes
     if path.is_file():
         have = json.loads(path.read_text())
+        have["checkpoint"] = Path(have.get("checkpoint", "")).name  # older files: a full path
         changed = [k for k in want if k != "steps" and have.get(k) != want[k]]
         if changed:
             raise ConfigError(

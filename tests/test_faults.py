@@ -105,7 +105,8 @@ def test_disk_full_mid_run_keeps_the_previous_checkpoint(
         "device (the previous checkpoint ckpt_00000002.pt is intact)",
     )
     names = sorted(p.name for p in (out / "checkpoints").iterdir())
-    assert names == ["ckpt_00000002.pt"]  # no temp file, no truncated checkpoint
+    # no temp file, no truncated checkpoint, no weights without their checkpoint
+    assert names == ["ckpt_00000002.pt", "ckpt_00000002.safetensors"]
     assert checkpoint.load_latest(out / "checkpoints")[0] == 2
     assert run(tiny_config_file, out, "--max-steps", "4", "train.ckpt_every=2") == 0  # resumes
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from .. import errors, session
+from .. import checkpoint, errors, session
 from ..config import SUITES
 from ..latent import find as find_latent
 from . import report
@@ -58,6 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--latent", type=Path, default=None, help="latent DDIM (default: RUN/latent/latent.pt)"
     )
     p.add_argument("--no-progress", action="store_true")
+    checkpoint.add_trust_flag(p)
     p.add_argument("overrides", nargs="*", metavar="section.key=value")
     a = p.parse_intermixed_args(argv)
     if a.suite is not None:

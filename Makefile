@@ -16,7 +16,7 @@ CSRC := $(wildcard csrc/*.h csrc/*.cpp csrc/*/*.h csrc/*/*.cuh csrc/*/*.cpp csrc
 $(VENV)/.installed: pyproject.toml setup.py $(CSRC)
 	test -x $(VPY) || $(PY) -m venv --system-site-packages $(VENV)
 	$(VPY) -c "import torch" 2>/dev/null || $(VPY) -m pip install "torch==2.13.0"
-	$(VPY) -m pip install --no-build-isolation -e ".[test,dali]"
+	$(VPY) -m pip install --no-build-isolation -e ".[test,dali,eval,tensorboard,wandb]"
 	# FID's Inception-V3: torch-fidelity's network. Its metadata asks for torchvision, which
 	# would pull another torch; the Inception module needs only torch (arcdae_fast/eval/fid.py)
 	$(VPY) -m pip install --no-deps "torch-fidelity==0.4.0"

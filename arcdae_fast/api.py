@@ -37,7 +37,6 @@ from .config import ConfigError
 from .data.datasets import collate, load_image
 from .eval.codes import encode_split
 from .eval.data import split_dataset
-from .eval.probe import ProbeSettings, attribute_classifier
 from .latent import LatentDDIM, code_sampler, no_sampler
 from .latent import find as find_latent
 
@@ -227,6 +226,11 @@ class Model:
         a = self.attributes().index(attribute)
         z = (codes["train"].z, codes["valid"].z)
         y = tuple(c.attrs[:, a : a + 1] for c in (codes["train"], codes["valid"]))
+        from .eval import need_extra
+
+        need_extra("an attribute direction")
+        from .eval.probe import ProbeSettings, attribute_classifier
+
         lin, mu, sd = attribute_classifier(z, y, ProbeSettings(seed=self.cfg.eval.seed))
         w = lin.weight.detach()[0].double()
         d = Direction(

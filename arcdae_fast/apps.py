@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import logging
 from pathlib import Path
 
 import torch
 
 from . import checkpoint, errors
+from . import log as logs
 from .diffusion.solvers import SOLVERS
 from .viz import to_grid
+
+log = logging.getLogger(__spec__.name)  # not __name__: "__main__" under python -m
 
 
 def parser(prog: str, doc: str, images: bool = True) -> argparse.ArgumentParser:
@@ -34,6 +37,7 @@ def parser(prog: str, doc: str, images: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     checkpoint.add_trust_flag(p)
+    logs.add_flags(p)
     if images:
         p.add_argument(
             "--images",
@@ -70,7 +74,7 @@ def open_model(a: argparse.Namespace):
 
     m = load(a.run, a.ckpt, getattr(a, "latent", None), a.overrides, a.steps)
     for note in m.run.notes:
-        print(note, file=sys.stderr)
+        log.info(note)
     return m
 
 
@@ -81,8 +85,7 @@ def inputs(m, a: argparse.Namespace, n: int) -> torch.Tensor:
 
 
 def say(a: argparse.Namespace, msg: str) -> None:
-    if not a.no_progress:
-        print(msg, file=sys.stderr)
+    log.info(msg)
 
 
 def save_grid(path: Path, rows: list[torch.Tensor]) -> Path:

@@ -362,6 +362,11 @@ class TrainConfig:
         "and encoder (parameters, gradients, optimizer state and EMAs sharded; sharded "
         "checkpoints with torch.distributed.checkpoint)",
     )
+    loggers: tuple[str, ...] = option(
+        ("jsonl",),
+        doc="where the numbers go (arcdae_fast/tracking.py): jsonl (RUN/metrics.jsonl, always "
+        "written), tensorboard (RUN/tensorboard/), wandb (offline unless WANDB_MODE is set)",
+    )
     dist_timeout_s: float = option(
         600.0,
         min=1.0,
@@ -370,6 +375,11 @@ class TrainConfig:
     )
 
     def check(self, cfg: Config) -> None:
+        bad = [x for x in self.loggers if x not in ("jsonl", "tensorboard", "wandb")]
+        if bad:
+            raise ConfigError(
+                f"config: train.loggers: unknown {bad[0]!r}; choose from jsonl, tensorboard, wandb"
+            )
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             raise ConfigError(
                 f"config: train.adam_betas must be two numbers in [0, 1), got "
@@ -426,6 +436,7 @@ RESUME_MUTABLE = {
     "train.eval_every",
     "train.parallel",  # ddp and fsdp compute the same average gradient
     "train.dist_timeout_s",
+    "train.loggers",
     "data.root",
     "data.num_workers",
     "data.loader",

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import pickle
 import sys
 import warnings
@@ -38,12 +39,15 @@ import yaml
 from torch import nn
 
 from . import checkpoint, errors, methods, session
+from . import log as logs
 from .config import Config, load_config
 from .ema import frozen_copy
 from .errors import UserError
 from .methods import Method
 from .models.layers import AttentionBlock, ResBlock
 from .step import optimizer_for
+
+log = logging.getLogger(__spec__.name)  # not __name__: "__main__" under python -m
 
 
 class ConvertError(UserError, ValueError):
@@ -357,6 +361,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--step", type=int, default=None, help="the run's step (default: DiffAE's)")
     p.add_argument("--no-optimizer", action="store_true", help="start AdamW fresh")
     p.add_argument("--trust-pickle", action="store_true", help="allow non-tensor pickles")
+    logs.add_flags(p)
     p.add_argument("overrides", nargs="*", metavar="section.key=value")
     a = p.parse_intermixed_args(argv)
     if a.step is not None and a.step < 0:
@@ -366,7 +371,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
-    say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    say = log.info
 
     def work() -> int:
         path = convert_diffae(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -31,11 +32,14 @@ import numpy as np
 import torch
 
 from . import checkpoint, errors, session
+from . import log as logs
 from .config import ConfigError
 from .data.datasets import ImageDataset
 from .eval.codes import batches
 from .eval.data import split_dataset
 from .losses import reparameterize
+
+log = logging.getLogger(__spec__.name)  # not __name__: "__main__" under python -m
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,6 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="of the posterior samples")
     p.add_argument("--no-progress", action="store_true")
     checkpoint.add_trust_flag(p)
+    logs.add_flags(p)
     p.add_argument("overrides", nargs="*", metavar="section.key=value")
     a = p.parse_intermixed_args(argv)
     if a.shard_size < 1:
@@ -78,7 +83,7 @@ def encode(a: argparse.Namespace) -> int:
     overrides = list(a.overrides) + ([f"data.dataset={a.data}"] if a.data else [])
     run = session.load_run(a.run, a.ckpt, overrides)
     for note in run.notes:
-        print(note, file=sys.stderr)
+        log.info(note)
     cfg, method, nets = run.cfg, run.method, run.ema
     if a.samples and not hasattr(method, "posterior"):
         raise ConfigError(
@@ -121,7 +126,7 @@ def encode(a: argparse.Namespace) -> int:
         means, draws, rows = [], [], []
         gen = torch.Generator(device=run.device).manual_seed(a.seed * 1_000_003 + k)
         desc = f"shard {k + 1}/{n_shards}"
-        for batch in batches(part, bs, desc, not a.no_progress, cfg.data.num_workers):
+        for batch in batches(part, bs, desc, logs.bars(a.no_progress), cfg.data.num_workers):
             x0 = batch["image"].to(run.device)
             if a.samples:
                 mean, logvar = method.posterior(x0, nets)

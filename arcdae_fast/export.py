@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,8 +38,11 @@ import torch
 from torch import nn
 
 from . import checkpoint, errors, session, weights
+from . import log as logs
 from .latent import find as find_latent
 from .ops import _backends
+
+log = logging.getLogger(__spec__.name)  # not __name__: "__main__" under python -m
 
 WHATS = ("encoder", "denoiser")
 FORMATS = ("program", "aoti", "tensorrt", "safetensors")
@@ -151,6 +155,7 @@ def parse_args(argv):
     p.add_argument("--static-batch", action="store_true")
     p.add_argument("--check", action="store_true", help="compare each export with eager")
     checkpoint.add_trust_flag(p)
+    logs.add_flags(p)
     p.add_argument("overrides", nargs="*", metavar="section.key=value")
     a = p.parse_intermixed_args(argv)
     a.whats = [w for w in a.what.split(",") if w]
@@ -182,7 +187,7 @@ def run_export(a) -> int:
         }
         for path in weights.write_inference_folder(a.out, state, latent):
             written.append({"what": path.stem, "format": "safetensors", "path": str(path)})
-            print(f"{path.stem} -> {path}", file=sys.stderr)
+            log.info(f"{path.stem} -> {path}")
     traced = [f for f in a.formats if f != "safetensors"]
     mods = modules(run, a.batch) if traced else {}
     for what in a.whats if traced else ():
@@ -202,10 +207,9 @@ def run_export(a) -> int:
                     want, got = module(*inputs), load(fmt, path)(*inputs)
                 row["max_abs_diff"] = float((want - got).abs().max())
             written.append(row)
-            print(
+            log.info(
                 f"{what} -> {path}"
-                + (f" (max |diff| to eager {row['max_abs_diff']:.2e})" if a.check else ""),
-                file=sys.stderr,
+                + (f" (max |diff| to eager {row['max_abs_diff']:.2e})" if a.check else "")
             )
     with errors.doing("write", a.out / "export.json"):
         (a.out / "export.json").write_text(

@@ -12,6 +12,7 @@ import sys
 
 import torch
 
+from . import log as logs
 from .ops import _backends
 
 
@@ -132,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m arcdae_fast.info", description=__doc__)
     p.add_argument("--keys", nargs="?", const="arcdae", metavar="METHOD", help="list config keys")
+    logs.add_flags(p)
     a = p.parse_args(argv)
     if a.keys:
         from . import methods

@@ -36,6 +36,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from . import errors, session
+from . import log as logs
 from .checkpoint import atomic_write
 from .config import load_config
 from .errors import doing, make_dir
@@ -128,6 +129,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the device's peak TFLOP/s for MFU (default: known for the GPU)",
     )
     p.add_argument("--top", type=int, default=15, help="top operators / kernels listed")
+    logs.add_flags(p)
     p.add_argument("overrides", nargs="*", metavar="section.key=value")
     a = p.parse_args(argv)
     for name in ("steps", "top"):

@@ -15,12 +15,15 @@ import torch
 from tqdm import tqdm
 
 from . import apps
+from . import log as logs
 
 
 def work(a) -> int:
     m = apps.open_model(a)
     out = []
-    for lo in tqdm(range(0, a.n, a.batch_size), disable=a.no_progress, desc="sample"):
+    for lo in tqdm(
+        range(0, a.n, a.batch_size), disable=not logs.bars(a.no_progress), desc="sample"
+    ):
         k = min(a.batch_size, a.n - lo)
         out.append(m.sample(k, a.steps or None, a.seed + lo, a.latent_steps, a.solver))
     x = torch.cat(out)

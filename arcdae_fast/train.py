@@ -11,8 +11,7 @@ and exit (130/143). A non-finite loss stops the run (exit 1) without touching th
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
+import logging
 import signal
 import sys
 import time
@@ -23,7 +22,8 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from . import checkpoint, distributed, errors, session
+from . import checkpoint, distributed, errors, session, tracking
+from . import log as logs
 from .config import (
     RESUME_MUTABLE,
     RESUME_MUTABLE_SECTIONS,
@@ -35,10 +35,12 @@ from .config import (
 )
 from .data.datasets import first_readable
 from .data.loader import model_input
-from .errors import Aborted, check_writable, doing, make_dir
+from .errors import Aborted, check_writable, make_dir
 from .legacy import upgrade_state
 from .step import NonFiniteLoss, ReferenceStep
 from .viz import reconstruction_grid
+
+log = logging.getLogger(__spec__.name)  # not __name__: "__main__" under python -m
 
 
 class _Signals:
@@ -61,11 +63,7 @@ class _Signals:
                 "written so far are intact",
             )
         self.signum = signum
-        print(
-            f"\nreceived {signal.Signals(signum).name}: saving a checkpoint after this step",
-            file=sys.stderr,
-            flush=True,
-        )
+        log.warning(f"received {signal.Signals(signum).name}: saving a checkpoint after this step")
 
     def __exit__(self, *exc: Any) -> None:
         for s, h in self._old.items():
@@ -89,10 +87,9 @@ class Trainer:
         self.cfg, self.out = cfg, Path(out)
         self.dist = distributed.from_env()  # torchrun
         self.main = self.dist is None or self.dist.main  # rank 0 logs and checkpoints
-        self.progress = progress and self.main
+        self.progress = logs.bars(not progress) and self.main
         self.world = 1 if self.dist is None else self.dist.world
         self.ckpt_dir = self.out / "checkpoints"
-        self.metrics_path = self.out / "metrics.jsonl"
         self._eval_warned: set[str] = set()
 
     def _resume(self) -> int:
@@ -129,21 +126,6 @@ class Trainer:
         self._say(f"resuming from {path} (step {step})")
         return step
 
-    def _truncate_metrics(self, step: int) -> None:
-        """Drop metric lines written after the checkpoint we resume from."""
-        if not self.metrics_path.exists():
-            return
-        keep = [
-            ln
-            for ln in self.metrics_path.read_text().splitlines()
-            if ln.strip() and json.loads(ln)["step"] <= step
-        ]
-        checkpoint.atomic_write(
-            self.metrics_path,
-            lambda f: f.write("".join(k + "\n" for k in keep).encode()),
-            "the metrics",
-        )
-
     def _prepare_folders(self) -> None:
         """Before anything is built: the run folder and checkpoints/ exist and are writable;
         temp files of interrupted writes are gone."""
@@ -173,14 +155,16 @@ class Trainer:
         return self.s.save(self.ckpt_dir, step, self.cfg.train.keep_checkpoints)
 
     def _grid(self, step: int, fixed: torch.Tensor, nets: Any) -> None:
+        path = self.out / "samples" / f"recon_{step:08d}.png"
         reconstruction_grid(
-            self.out / "samples" / f"recon_{step:08d}.png",
+            path,
             self.s.method,
             fixed,
             nets=nets,
             steps=self.cfg.train.sample_steps,
             seed=self.cfg.train.seed,
         )
+        self.tracker.image(step, "reconstruction", path)
 
     def run(self) -> int:
         fresh = self.main and not self.out.exists()
@@ -209,6 +193,10 @@ class Trainer:
 
     def _run(self) -> int:
         cfg, tc = self.cfg, self.cfg.train
+        if tc.eval_every:
+            from .eval import need_extra
+
+            need_extra("train.eval_every")
         if self.main:
             self._prepare_folders()
         self.s = session.build(cfg, dist=self.dist)
@@ -226,7 +214,6 @@ class Trainer:
                 lambda f: f.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode()),
                 "the run's config",
             )
-            self._truncate_metrics(start)
         if start >= tc.max_steps:
             self._say(
                 f"{self.out} is already at step {start} >= train.max_steps={tc.max_steps}; "
@@ -243,7 +230,16 @@ class Trainer:
             f"(input pipeline: {how}; method: {cfg.method.name}; step: {self.s.step_kind} "
             f"({self.s.step_reason}), {self.s.precision}{ranks}) -> {self.out}"
         )
-        return self._loop(self.s.step, loader, start, fixed)
+        self.tracker = None
+        if self.main:
+            self.tracker = tracking.Tracker(self.out, tc.loggers, cfg.to_dict(), start)
+        try:
+            for note in self.tracker.notes if self.tracker else ():
+                self._say(f"note: {note}")
+            return self._loop(self.s.step, loader, start, fixed)
+        finally:
+            if self.tracker:
+                self.tracker.close()
 
     def _evaluate(self, step: int, nets: Any) -> dict[str, float]:
         """eval.during_training on the EMA weights, on subsets (eval.during_training_images
@@ -272,7 +268,7 @@ class Trainer:
 
     def _say(self, msg: str) -> None:
         if self.main:
-            print(msg, file=sys.stderr, flush=True)
+            log.info(msg)
 
     def _agree(self, flag: bool) -> bool:
         """Data parallel: true on every rank when true on any (single process: the flag)."""
@@ -288,14 +284,13 @@ class Trainer:
             disable=not self.progress,
             unit="step",
             dynamic_ncols=True,
-            mininterval=0.5 if sys.stderr.isatty() else 30.0,  # logs get a line per 30 s
+            mininterval=0.5,
         )
         window: dict[str, float] = {}
         n_win, imgs, skipped, t0 = 0, 0, 0, time.perf_counter()
+        said = time.monotonic()
         step = start
-        with doing("open", self.metrics_path):
-            metrics_file = open(self.metrics_path, "a") if self.main else contextlib.nullcontext()
-        with _Signals() as sig, metrics_file as metrics:
+        with _Signals() as sig:
             for batch in loader:
                 skipped += batch["skipped"]
                 rows = batch["image"].shape[0] if "image" in batch else 0
@@ -332,26 +327,27 @@ class Trainer:
                 if self.main and (step % tc.log_every == 0 or step == tc.max_steps):
                     dt = time.perf_counter() - t0
                     rec = {
-                        "step": step,
                         **{k: v / n_win for k, v in window.items()},
                         "img_per_s": imgs / dt,
                         "lr": self.s.scheduler.get_last_lr()[0],
                         "skipped_images": skipped,
                     }
-                    with doing("write", self.metrics_path):
-                        metrics.write(json.dumps(rec) + "\n")
-                        metrics.flush()
+                    self.tracker.scalars(step, rec)
                     bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['img_per_s']:.1f}")
+                    if not self.progress and time.monotonic() - said >= 30 or step == tc.max_steps:
+                        said = time.monotonic()  # no bar (a log file): a line per 30 s
+                        log.info(
+                            f"step {step}/{tc.max_steps}: loss {rec['loss']:.4f}, "
+                            f"{rec['img_per_s']:.1f} img/s"
+                        )
                     window, n_win, imgs, t0 = {}, 0, 0, time.perf_counter()
                 bar.update(1)
                 evaluate = bool(tc.eval_every) and step % tc.eval_every == 0
                 grid = bool(tc.sample_every) and step % tc.sample_every == 0
                 nets = self.s.eval_nets() if evaluate or grid else None  # FSDP: all ranks
                 if self.main and evaluate:
-                    rec = {"step": step, **self._evaluate(step, nets)}
-                    with doing("write", self.metrics_path):
-                        metrics.write(json.dumps(rec) + "\n")
-                        metrics.flush()
+                    rec = self._evaluate(step, nets)
+                    self.tracker.scalars(step, rec)
                     if "eval_probe_ap" in rec:
                         bar.set_postfix(ap=f"{rec['eval_probe_ap']:.3f}")
                 if self.main and grid:
@@ -392,6 +388,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="run folder (default runs/<config name>)")
     p.add_argument("--max-steps", type=int, default=None, help="same as train.max_steps=N")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    logs.add_flags(p)
     checkpoint.add_trust_flag(p)
     p.add_argument(
         "overrides",

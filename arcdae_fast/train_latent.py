@@ -23,18 +23,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import sys
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from . import checkpoint, errors, session
+from . import checkpoint, errors, session, tracking
+from . import log as logs
 from .config import ConfigError
 from .ema import ema_update, warmup_decay
 from .eval.codes import encode_split
 from .eval.data import split_dataset
 from .latent import LatentDDIM, LatentSettings
+
+log = logging.getLogger(__spec__.name)  # not __name__: "__main__" under python -m
 
 LOG_EVERY = 50
 
@@ -50,6 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ckpt", type=Path, default=None, help="a checkpoint (default: the newest)")
     p.add_argument("--out", type=Path, default=None, help="default: RUN/latent")
     checkpoint.add_trust_flag(p)
+    logs.add_flags(p)
     for flag, key in [
         ("--steps", "steps"),
         ("--batch-size", "batch_size"),
@@ -143,13 +148,13 @@ def _check_settings(out: Path, s: LatentSettings, run: session.TrainedRun) -> No
 def train(a: argparse.Namespace) -> int:
     run = session.load_run(a.run, a.ckpt, a.overrides)
     for note in run.notes:
-        print(note, file=sys.stderr)
+        log.info(note)
     s: LatentSettings = a.settings
     out = a.out or Path(a.run) / "latent"
     errors.make_dir(out)
     errors.check_writable(out)
     _check_settings(out, s, run)
-    codes = codes_of(run, out, not a.no_progress).to(run.device)
+    codes = codes_of(run, out, logs.bars(a.no_progress)).to(run.device)
     if len(codes) < 2:
         raise ConfigError(f"train_latent: {len(codes)} training code(s); need at least 2")
     flat = codes.reshape(len(codes), -1).float()
@@ -163,7 +168,7 @@ def train(a: argparse.Namespace) -> int:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"].cpu() if run.device.type == "cpu" else state["generator"])
-        print(f"resuming from {path} (step {step})", file=sys.stderr)
+        log.info(f"resuming from {path} (step {step})")
 
     def save(k: int) -> None:
         state = {
@@ -174,8 +179,13 @@ def train(a: argparse.Namespace) -> int:
         }
         checkpoint.save(out / "checkpoints", k, state)
 
-    bar = tqdm(total=s.steps, initial=step, disable=a.no_progress, desc="latent DDIM")
-    log = open(out / "metrics.jsonl", "a")  # noqa: SIM115 - closed below
+    bar = tqdm(
+        total=s.steps, initial=step, disable=not logs.bars(a.no_progress), desc="latent DDIM"
+    )
+    # the run's own sinks (train.loggers), under the latent folder
+    sink = tracking.Tracker(out, run.cfg.train.loggers, dataclasses.asdict(s), step)
+    for note in sink.notes:
+        log.info(f"note: {note}")
     try:
         while step < s.steps:
             idx = torch.randint(len(codes), (s.batch_size,), generator=gen, device=run.device)
@@ -187,21 +197,20 @@ def train(a: argparse.Namespace) -> int:
             step += 1
             bar.update(1)
             if step % LOG_EVERY == 0 or step == s.steps:
-                log.write(json.dumps({"step": step, "loss": loss.item()}) + "\n")
-                log.flush()
+                sink.scalars(step, {"loss": loss.item()})
                 bar.set_postfix(loss=f"{loss.item():.4f}")
             if step % a.ckpt_every == 0 or step == s.steps:
                 save(step)
     finally:
         bar.close()
-        log.close()
+        sink.close()
     final = {
         **model.state(),
         "source": {"checkpoint": str(run.checkpoint), "step": run.step},
         "step": step,
     }
     checkpoint.atomic_write(out / "latent.pt", lambda f: torch.save(final, f), "latent model")
-    print(f"latent DDIM: {step} steps, written to {out / 'latent.pt'}", file=sys.stderr)
+    log.info(f"latent DDIM: {step} steps, written to {out / 'latent.pt'}")
     return 0
 
 

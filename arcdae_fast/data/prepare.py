@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import errors
+from .. import log as logs
 from ..checkpoint import atomic_write
 from ..errors import check_writable, doing, make_dir
 from ._prepare_worker import prepare_one
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    logs.add_flags(p)
     p.add_argument("--src", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--size", type=int, required=True)

@@ -29,17 +29,19 @@ argument or config, 3 when a suite asked for with --suite could not run.
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
 import time
 from pathlib import Path
 
 import torch
 
 from .. import checkpoint, errors, session
+from .. import log as logs
 from ..config import SUITES
 from ..latent import find as find_latent
-from . import report
-from .suites import Evaluator
+from . import need_extra, report
+
+log = logging.getLogger(__spec__.name)  # not __name__: "__main__" under python -m
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -59,6 +61,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--no-progress", action="store_true")
     checkpoint.add_trust_flag(p)
+    logs.add_flags(p)
     p.add_argument("overrides", nargs="*", metavar="section.key=value")
     a = p.parse_intermixed_args(argv)
     if a.suite is not None:
@@ -78,12 +81,20 @@ def evaluate(a: argparse.Namespace) -> int:
     overrides = list(a.overrides) + ([f"data.dataset={a.data}"] if a.data else [])
     run = session.load_run(a.run, a.ckpt, overrides)
     for note in run.notes:
-        print(note, file=sys.stderr)
+        log.info(note)
     cfg = run.cfg
     # only the fid suite samples (and DiffAE's latent net is ~100M parameters with its EMA)
     latent = find_latent(a.run, a.latent, run.device) if "fid" in a.suites else None
+    from .suites import Evaluator
+
     ev = Evaluator(
-        cfg, run.method, run.ema, run.device, a.split, progress=not a.no_progress, latent=latent
+        cfg,
+        run.method,
+        run.ema,
+        run.device,
+        a.split,
+        progress=logs.bars(a.no_progress),
+        latent=latent,
     )
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
@@ -119,11 +130,13 @@ def evaluate(a: argparse.Namespace) -> int:
     for name, r in results.items():
         if "skipped" in r:
             level = "error" if a.explicit else "note"
-            print(f"{level}: eval {name}: not run: {r['skipped']}", file=sys.stderr)
+            (log.error if level == "error" else log.warning)(
+                f"{level}: eval {name}: not run: {r['skipped']}"
+            )
             failed += a.explicit
         elif r.get("lpips_note"):
-            print(f"warning: eval {name}: LPIPS not computed: {r['lpips_note']}", file=sys.stderr)
-    print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
+            log.warning(f"warning: eval {name}: LPIPS not computed: {r['lpips_note']}")
+    log.info(f"wrote {', '.join(str(p) for p in paths)}")
     for line in summary(results):
         print(line)
     return 3 if failed else 0
@@ -173,4 +186,9 @@ def summary(results: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
-    return errors.run(lambda: evaluate(a))
+
+    def work() -> int:
+        need_extra("python -m arcdae_fast.eval")
+        return evaluate(a)
+
+    return errors.run(work)

@@ -362,6 +362,12 @@ class TrainConfig:
         "and encoder (parameters, gradients, optimizer state and EMAs sharded; sharded "
         "checkpoints with torch.distributed.checkpoint)",
     )
+    on_nonfinite: str = option(
+        "stop",
+        choices=("stop", "eager"),
+        doc="a NaN/inf loss: stop (exit 1, checkpoints untouched); eager: a compiled run "
+        "goes on with the eager step from its last checkpoint (and says so)",
+    )
     loggers: tuple[str, ...] = option(
         ("jsonl",),
         doc="where the numbers go (arcdae_fast/tracking.py): jsonl (RUN/metrics.jsonl, always "
@@ -437,6 +443,7 @@ RESUME_MUTABLE = {
     "train.parallel",  # ddp and fsdp compute the same average gradient
     "train.dist_timeout_s",
     "train.loggers",
+    "train.on_nonfinite",
     "data.root",
     "data.num_workers",
     "data.loader",

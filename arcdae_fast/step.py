@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from . import distributed, fsdp
+from . import distributed, evidence, fsdp
 from .config import Config, ConfigError, TrainConfig
 from .ema import ema_update, warmup_decay
 from .methods import Method, RandomInputs
@@ -103,17 +103,7 @@ def native_bf16(device: torch.device) -> bool:
 
 def cpu_bf16_flags() -> list[str]:
     """The CPU's native-bf16 feature flags present (AVX512-BF16, AMX-BF16)."""
-    return sorted(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
-
-
-@functools.cache
-def _cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (read once per process)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return frozenset(next((ln for ln in f if ln.startswith("flags")), "").split())
-    except OSError:
-        return frozenset()
+    return sorted(evidence.cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def uses_bf16(device: torch.device, precision: str) -> bool:
@@ -128,11 +118,10 @@ def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractCon
 
 
 def choose_step(cfg: Config, method: Method, device: torch.device) -> tuple[str, str]:
-    """(reference | fast, why) for train.step. auto: the compiled step where it was measured
-    to beat the eager one (docs/measurements.md): CUDA, and CPUs with native bf16 (the
-    compiled quickstart step 1.16x the eager one in bf16 with AMX, 1.01-1.16x with
-    AVX512-BF16 and no AMX); the eager step elsewhere (on an AVX2-only CPU the compiled step
-    measured 0.92x in fp32)."""
+    """(reference | fast, why) for train.step. auto: the compiled step only where step
+    agreement (bench/step_agreement.py) recorded, for this device class, method and precision,
+    that it trains the same model as the eager step and runs at least 1.1x as fast
+    (arcdae_fast/evidence.py); the eager step everywhere else."""
     want, blocker = cfg.train.step, method.compile_blocker()
     if want == "fast":
         if blocker:
@@ -142,15 +131,10 @@ def choose_step(cfg: Config, method: Method, device: torch.device) -> tuple[str,
         return "reference", "train.step=reference"
     if blocker:
         return "reference", f"train.step=auto: {blocker}"
-    if device.type == "cuda":
-        return "fast", "train.step=auto: CUDA"
-    if native_bf16(device):
-        flags = ", ".join(cpu_bf16_flags())
-        return "fast", f"train.step=auto: a CPU with native bf16 ({flags})"
-    return "reference", (
-        "train.step=auto: a CPU without native bf16, where the compiled step measured "
-        "slower than the eager one"
-    )
+    precision = "bf16" if uses_bf16(device, cfg.train.precision) else "fp32"
+    dclass = evidence.device_class(device)
+    fast, why = evidence.step_verdict(dclass, cfg.method.name, precision)
+    return ("fast" if fast else "reference"), f"train.step=auto: {why}"
 
 
 class Forward(nn.Module):

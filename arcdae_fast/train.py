@@ -11,6 +11,8 @@ and exit (130/143). A non-finite loss stops the run (exit 1) without touching th
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import logging
 import signal
 import sys
@@ -41,6 +43,10 @@ from .step import NonFiniteLoss, ReferenceStep
 from .viz import reconstruction_grid
 
 log = logging.getLogger(__spec__.name)  # not __name__: "__main__" under python -m
+
+
+class _ToEager(Exception):
+    """A compiled run's non-finite loss under train.on_nonfinite=eager: restart eager."""
 
 
 class _Signals:
@@ -169,7 +175,12 @@ class Trainer:
     def run(self) -> int:
         fresh = self.main and not self.out.exists()
         try:
-            return self._run()
+            try:
+                return self._run()
+            except _ToEager:  # from the last checkpoint, with the eager step from now on
+                self.cfg = copy.copy(self.cfg)
+                self.cfg.train = dataclasses.replace(self.cfg.train, step="reference")
+                return self._run()
         except errors.UserError:
             if fresh:  # a run that never started leaves no empty folder behind
                 for folder in (self.ckpt_dir, self.out):
@@ -266,6 +277,37 @@ class Trainer:
                 self._say(f"warning: train-time eval {name} skipped: {r['skipped']}")
         return flat(results)
 
+    def _nonfinite(self, e: NonFiniteLoss) -> int:
+        """A non-finite loss (raised before any weight changed): one line saying which step and
+        precision ran and what to do; under train.on_nonfinite=eager a compiled run goes on
+        with the eager step from its last checkpoint (raises _ToEager)."""
+        last = checkpoint.list_checkpoints(self.ckpt_dir)
+        where = (
+            f"the last good checkpoint is {last[-1][1]} (step {last[-1][0]})"
+            if last
+            else "no checkpoint was written before it"
+        )
+        tc = self.cfg.train
+        ran = f"{'compiled' if self.s.step_kind == 'fast' else 'eager'} {self.s.precision} step"
+        if self.s.step_kind == "fast":
+            if tc.on_nonfinite == "eager":
+                self._say(
+                    f"warning: {e} in the {ran}; train.on_nonfinite=eager: going on with the "
+                    f"eager step from the last checkpoint ({where})"
+                )
+                raise _ToEager
+            self._say(
+                f"error: {e} in the {ran}. Stopping; {where}. The eager step: rerun the same "
+                "command with train.step=reference (it resumes from that checkpoint), or set "
+                "train.on_nonfinite=eager"
+            )
+        else:
+            self._say(
+                f"error: {e} in the {ran}. Stopping; {where}. Try a lower train.lr or "
+                "train.grad_clip."
+            )
+        return 1
+
     def _say(self, msg: str) -> None:
         if self.main:
             log.info(msg)
@@ -308,16 +350,7 @@ class Trainer:
                 try:
                     out = step_fn(x0, inputs, step)
                 except NonFiniteLoss as e:
-                    last = checkpoint.list_checkpoints(self.ckpt_dir)
-                    where = (
-                        f"the last good checkpoint is {last[-1][1]} (step {last[-1][0]})"
-                        if last
-                        else "no checkpoint was written before it"
-                    )
-                    self._say(
-                        f"error: {e}. Stopping; {where}. Try a lower train.lr or train.grad_clip."
-                    )
-                    return 1
+                    return self._nonfinite(e)
                 step += 1
                 for k in logged:
                     if k in out:

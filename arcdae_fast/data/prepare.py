@@ -31,6 +31,7 @@ from .. import errors
 from .. import log as logs
 from ..checkpoint import atomic_write
 from ..errors import check_writable, doing, make_dir
+from ..once import exclusive
 from ._prepare_worker import prepare_one
 from .attrs import read_partition, read_table, write_partition, write_table
 from .datasets import DataError, list_images
@@ -70,6 +71,13 @@ def prepare(
         raise DataError(f"--size must be >= 8, got {size}")
     if out == src or src in out.parents:
         raise DataError(f"--out {out} must not be --src or inside it")
+    if workers is not None and workers < 1:
+        raise DataError(f"--workers must be >= 1, got {workers}")
+    with exclusive(out):  # ranks or jobs preparing the same folder: one at a time, resumable
+        return _prepare(src, out, size, fmt, quality, crop, workers, log, max_pixels)
+
+
+def _prepare(src, out, size, fmt, quality, crop, workers, log, max_pixels) -> dict:
     celeba_layout = (src / "img_align_celeba").is_dir() and (src / "list_attr_celeba.txt").is_file()
     images = list_images(src / "img_align_celeba" if celeba_layout else src)
     make_dir(out, "output folder")

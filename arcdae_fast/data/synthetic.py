@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..once import exclusive
 from .attrs import write_partition, write_table
 from .datasets import DataError
 
@@ -186,6 +187,13 @@ def generate(
     root = Path(root)
     if (root / MARKER).is_file():
         return root
+    with exclusive(root):  # every rank of a job may get here at once: one writes
+        if (root / MARKER).is_file():  # written while this process waited
+            return root
+        return _generate(root, count, size, seed, quality)
+
+
+def _generate(root: Path, count: int, size: int, seed: int, quality: int) -> Path:
     if root.exists() and any(root.iterdir()):
         raise ForeignFolder(
             f"data.root {root} exists and is not a bundled synthetic dataset; choose an "

@@ -26,6 +26,7 @@ from scipy import linalg
 
 from ..errors import doing, make_dir
 from ..nn.weights import INCEPTION
+from ..once import exclusive
 
 Features = Callable[[torch.Tensor], torch.Tensor]  # images (B, 3, H, W) in [-1, 1] -> (B, D)
 
@@ -124,13 +125,18 @@ def reference_stats(
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """(mu, cov, from_cache) of a reference set, computed once and kept in cache_dir."""
     path = Path(cache_dir) / f"fid_ref_{key}.npz"
-    if path.is_file():
-        with np.load(path) as f:
-            return f["mu"], f["cov"], True
+    with exclusive(path):  # ranks or jobs sharing the cache: one computes, the others read
+        if path.is_file():
+            with np.load(path) as f:
+                return f["mu"], f["cov"], True
+        return (*_compute_stats(path, compute), False)
+
+
+def _compute_stats(path: Path, compute: Callable[[], Stats]) -> tuple[np.ndarray, np.ndarray]:
     mu, cov = compute().mean_cov()
     make_dir(path.parent, "FID cache folder")
     tmp = path.with_suffix(".tmp.npz")
     with doing("write the FID reference statistics", path):
         np.savez(tmp, mu=mu, cov=cov)
         tmp.replace(path)
-    return mu, cov, False
+    return mu, cov

@@ -1,0 +1,109 @@
+"""What was measured on each device class, in one record that the automatic choices read.
+
+`arcdae_fast/evidence.json` holds, per device class (`device_class`: the CPU's vector and
+bf16 features, or the GPU's compute capability), the verdicts of bench/step_agreement.py:
+for each method and precision, whether the compiled step trained the same model as the eager
+step and how fast it ran against it. `train.step=auto` (step.choose_step) takes the compiled
+step only where that record says it agreed and ran at least MIN_SPEEDUP x the eager step; a
+device class with no record runs the eager step, and the log line says why. Refresh it with
+`python bench/step_agreement.py --record` on the machine in question (and commit the file).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PATH = Path(__file__).with_name("evidence.json")
+MIN_SPEEDUP = 1.1  # the compiled step must beat the eager one by this much to be chosen
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (read once per process)."""
+    return _cpu_flags()
+
+
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return frozenset(next((ln for ln in f if ln.startswith("flags")), "").split())
+    except OSError:
+        return frozenset()
+
+
+def device_class(device: torch.device) -> str:
+    """cuda-sm90 (compute capability), or cpu-amx / cpu-avx512bf16 / cpu-avx512 / cpu-avx2 /
+    cpu-other: what decides which code is fast and how bf16 is computed."""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"cuda-sm{major}{minor}"
+    flags = cpu_flags()
+    for flag, name in (
+        ("amx_bf16", "cpu-amx"),
+        ("avx512_bf16", "cpu-avx512bf16"),
+        ("avx512f", "cpu-avx512"),
+        ("avx2", "cpu-avx2"),
+    ):
+        if flag in flags:
+            return name
+    return "cpu-other"
+
+
+def load() -> dict[str, Any]:
+    if not PATH.is_file():
+        return {}
+    return json.loads(PATH.read_text())
+
+
+def step_verdict(dclass: str, method: str, precision: str) -> tuple[bool, str]:
+    """(compiled step chosen?, why) for a method at a precision (fp32 | bf16) on a class."""
+    entry = load().get(dclass, {}).get("steps", {}).get(method, {}).get(precision)
+    if entry is None:
+        return False, (
+            f"no step-agreement record for {method} {precision} on {dclass} "
+            "(python bench/step_agreement.py --record measures one)"
+        )
+    where = f"on {dclass} ({entry['device']}, {entry['date']})"
+    if not entry["ok"]:
+        return False, f"the compiled {precision} step failed step agreement {where}"
+    speed = entry["speedup"]
+    if speed < MIN_SPEEDUP:
+        return False, (
+            f"the compiled {precision} step agreed but ran {speed:.2f}x the eager one {where}, "
+            f"below {MIN_SPEEDUP}x"
+        )
+    return True, f"the compiled {precision} step agreed and ran {speed:.2f}x the eager one {where}"
+
+
+def record_steps(dclass: str, results: dict[str, dict], env: dict[str, Any]) -> None:
+    """Store bench/step_agreement.py's verdicts: per method and precision, ok when every
+    recorded preset of that method passed, the speed-up the smallest of theirs."""
+    data = load()
+    steps = data.setdefault(dclass, {}).setdefault("steps", {})
+    for preset, item in results.items():
+        method, rows = item["method"], item["rows"]
+        for precision in ("fp32", "bf16"):
+            r = rows.get(f"compiled-{precision}")
+            if r is None:
+                continue
+            new = {
+                "ok": bool(r.get("ok")),
+                "speedup": r.get("speedup_vs_eager", 0.0),
+                "presets": [preset],
+                "device": env["device"],
+                "date": env["date"],
+                "commit": env["commit"],
+                "steps": env["steps"],
+            }
+            old = steps.setdefault(method, {}).get(precision)
+            if old and old.get("date") == env["date"] and preset not in old["presets"]:
+                new["ok"] = new["ok"] and old["ok"]
+                new["speedup"] = min(new["speedup"], old["speedup"])
+                new["presets"] = old["presets"] + [preset]
+            steps[method][precision] = new
+    PATH.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")

@@ -61,11 +61,45 @@ def setup(d: Dist, device: torch.device, timeout_s: float = 600.0) -> torch.devi
         store = attempt_store(timeout)
         if store is None:
             dist.init_process_group(backend, timeout=timeout)
+            store = dist.distributed_c10d._get_default_store()  # noqa: SLF001
         else:
             dist.init_process_group(
                 backend, store=store, rank=d.rank, world_size=d.world, timeout=timeout
             )
+        _STORES[:] = [store]
     return device
+
+
+_STORES: list = []  # the rendezvous store of this process's group: where ranks leave failures
+
+
+def report_failure(rank: int, what: str) -> None:
+    """Leave this rank's failure (one line) where the other ranks look when a collective
+    fails on them; best effort (the store may be gone too)."""
+    if _STORES:
+        try:
+            _STORES[0].set(f"arcdae_fast/failed/{rank}", what[:500])
+        except Exception:  # noqa: BLE001 - a lost store only loses the better message
+            pass
+
+
+def failures(world: int, wait_s: float = 3.0) -> list[tuple[int, str]]:
+    """The failures other ranks reported ((rank, one line)); waits up to wait_s for the
+    first, since a dying rank's report may trail the collective error it caused."""
+    if not _STORES:
+        return []
+    import time
+
+    store, keys = _STORES[0], [f"arcdae_fast/failed/{r}" for r in range(world)]
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            found = [(r, store.get(k).decode()) for r, k in enumerate(keys) if store.check([k])]
+        except Exception:  # noqa: BLE001 - the store died with its host rank
+            return []
+        if found or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.1)
 
 
 def attempt_store(timeout: timedelta) -> dist.Store | None:
@@ -121,7 +155,22 @@ def wrap_ddp(module: torch.nn.Module) -> torch.nn.Module:
     evaluation EMA and the targets are updated identically on every rank)."""
     from torch.nn.parallel import DistributedDataParallel
 
+    match_grad_strides(module)
     return DistributedDataParallel(module, gradient_as_bucket_view=True, **_no_buffer_sync())
+
+
+def match_grad_strides(module: torch.nn.Module) -> None:
+    """1x1 convolution weights get the strides their gradients come with. oneDNN's weight
+    gradient of a 1x1 convolution is channels_last-strided ((C, 1, C, C) for a contiguous
+    (C, 1, 1, 1) weight: the same memory order, other strides on the size-1 dimensions), and
+    DDP's buckets take each parameter's strides: a mismatch copies every such gradient each
+    step and warns "Grad strides do not match bucket view strides". Restriding changes no
+    value and no memory order (measured on 2 gloo ranks, bench/results/ddp_strides_cpu.txt)."""
+    for p in module.parameters():
+        if p.dim() == 4 and p.shape[2:] == (1, 1) and p.is_contiguous():
+            c = p.shape[1]  # (contiguous(channels_last) keeps them: both layouts are dense)
+            w = torch.empty_strided(p.shape, (c, 1, c, c), dtype=p.dtype, device=p.device)
+            p.data = w.copy_(p.data)
 
 
 def _no_buffer_sync() -> dict:

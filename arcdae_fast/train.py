@@ -181,26 +181,41 @@ class Trainer:
                 self.cfg = copy.copy(self.cfg)
                 self.cfg.train = dataclasses.replace(self.cfg.train, step="reference")
                 return self._run()
-        except errors.UserError:
+        except errors.UserError as e:
+            if self.dist is not None:
+                distributed.report_failure(self.dist.rank, str(e))
             if fresh:  # a run that never started leaves no empty folder behind
                 for folder in (self.ckpt_dir, self.out):
                     if folder.is_dir() and not any(folder.iterdir()):
                         folder.rmdir()
             raise
         except Exception as e:
-            if self.dist is None or not distributed.peer_lost(e):
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            if self.dist is None:
                 raise
-            last = checkpoint.list_checkpoints(self.ckpt_dir)
-            where = f"the newest checkpoint is {last[-1][1]}" if last else "no checkpoint yet"
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise errors.PeerLost(
-                f"rank {self.dist.rank}: another rank stopped, hung past "
-                f"train.dist_timeout_s={self.cfg.train.dist_timeout_s:g} or lost its network "
-                f"({first[:300]}); {where}, and the same command resumes from it "
-                "(torchrun --max-restarts=K does so by itself)"
-            ) from e
+            if not distributed.peer_lost(e):  # this rank's own failure: tell the others
+                distributed.report_failure(self.dist.rank, f"{type(e).__name__}: {first}")
+                raise
+            raise self._peer_lost(e, first) from e
         finally:
             distributed.teardown()
+
+    def _peer_lost(self, e: BaseException, first: str) -> errors.PeerLost:
+        """A collective failed here: name the rank that failed and its error when it said
+        so; otherwise it died, hung or lost its network."""
+        last = checkpoint.list_checkpoints(self.ckpt_dir)
+        where = f"the newest checkpoint is {last[-1][1]}" if last else "no checkpoint yet"
+        resume = f"{where}, and the same command resumes from it"
+        told = [(r, w) for r, w in distributed.failures(self.world) if r != self.dist.rank]
+        if told:
+            named = "; ".join(f"rank {r} failed: {w}" for r, w in told)
+            return errors.PeerLost(f"rank {self.dist.rank}: {named}; {resume}")
+        return errors.PeerLost(
+            f"rank {self.dist.rank}: another rank stopped, hung past "
+            f"train.dist_timeout_s={self.cfg.train.dist_timeout_s:g} or lost its network "
+            f"({(first or type(e).__name__)[:300]}); {resume} "
+            "(torchrun --max-restarts=K does so by itself)"
+        )
 
     def _run(self) -> int:
         cfg, tc = self.cfg, self.cfg.train

@@ -1,7 +1,7 @@
 """Run by tests/test_distributed.py under torchrun: trains like `python -m arcdae_fast.train`,
 then saves this rank's final weights to <out>/rank<R>.pt so the test can compare replicas
 (FSDP: this rank's own shards, the local parts of its DTensors). DIE_AT_STEP makes a rank
-die (see DyingTrainer).
+die, RAISE_AT_STEP raise (see DyingTrainer).
 
 usage: torchrun --nproc_per_node=2 tests/ddp_worker.py CONFIG OUT [section.key=value ...]
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch.distributed.tensor import DTensor
 
+from arcdae_fast import errors
 from arcdae_fast.config import load_config
 from arcdae_fast.train import Trainer
 
@@ -32,6 +33,10 @@ class DyingTrainer(Trainer):
         if first and step == int(os.environ.get("DIE_AT_STEP", -1)):
             if rank == os.environ.get("DIE_RANK", "1"):
                 os.kill(os.getpid(), signal.SIGKILL)
+        if step == int(os.environ.get("RAISE_AT_STEP", -1)) and rank == os.environ.get(
+            "DIE_RANK", "1"
+        ):
+            raise RuntimeError(f"injected failure at step {step}")
         return path
 
 
@@ -41,7 +46,7 @@ late = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0" and rank == "1"
 if late and os.environ.get("LATE_RESTART_S"):
     time.sleep(float(os.environ["LATE_RESTART_S"]))
 trainer = DyingTrainer(load_config(cfg_file, overrides), Path(out), progress=False)
-code = trainer.run()
+code = errors.run(trainer.run)  # as python -m arcdae_fast.train: one-line errors
 
 
 def local(v):

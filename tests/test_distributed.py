@@ -186,3 +186,17 @@ def test_grad_accum_must_divide_the_rank_batch(tiny_config_file, tmp_path, capsy
     argv = ["--config", str(tiny_config_file), "--out", str(tmp_path / "r"), "--no-progress"]
     assert main([*argv, "train.grad_accum=3", "train.max_steps=1"]) == 2
     assert "train.grad_accum=3 does not divide" in capsys.readouterr().err
+
+
+def test_a_rank_that_raises_is_named_by_the_other(tiny_config_file, tmp_path):
+    """Rank 1 raises after its step-2 checkpoint call: rank 0's one-line error names rank 1
+    and its error (left in the rendezvous store), not a network problem; the launcher exits
+    non-zero and no process hangs."""
+    sets = ["train.max_steps=6", "train.ckpt_every=2", "train.dist_timeout_s=30"]
+    t0 = time.monotonic()
+    err = torchrun(tiny_config_file, tmp_path / "r", *sets, env={"RAISE_AT_STEP": "2"}, expect=1)
+    assert time.monotonic() - t0 < 120
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: rank 0:")]
+    assert len(lines) == 1, err[-3000:]
+    assert "rank 1 failed: RuntimeError: injected failure at step 2" in lines[0], lines[0]
+    assert "lost its network" not in lines[0]

@@ -3,6 +3,7 @@ lie below one, full and read-only disks (simulated: root ignores permissions), l
 files of interrupted writes, the second signal, malformed configs and inputs, and the same
 standard for every command."""
 
+import contextlib
 import errno
 import json
 import os
@@ -255,3 +256,47 @@ def test_atomic_writes_honour_the_umask(tmp_path):
         assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(old)
+
+
+def _group_alive(pgid: int) -> list[str]:
+    """Processes of a process group still alive (zombies excluded), as 'pid cmdline'."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{d}/stat").read()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                cmd = open(f"/proc/{d}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+                out.append(f"{d} {cmd[:120]}")
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def test_nothing_outlives_a_sigkilled_trainer(tiny_config_file, tmp_path):
+    """The torch loader's forkserver and workers and the resource tracker end within 10 s of
+    the trainer's SIGKILL (the OOM killer's signal: no handler runs)."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "arcdae_fast.train", "--config", str(tiny_config_file)]
+    cmd += ["--out", str(out), "--no-progress", "--max-steps", "100000"]
+    cmd += ["data.loader=torch", "data.num_workers=2", "train.ckpt_every=100000"]
+    cmd += ["train.sample_every=0"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL, start_new_session=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.stat().st_size > 0):
+        time.sleep(0.2)
+    assert metrics.exists(), "the run never logged a step"
+    assert len(_group_alive(proc.pid)) >= 3, _group_alive(proc.pid)  # trainer, server, workers
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    deadline = time.time() + 10
+    while time.time() < deadline and _group_alive(proc.pid):
+        time.sleep(0.2)
+    left = _group_alive(proc.pid)
+    for line in left:  # leave nothing behind for the next test either
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(line.split()[0]), signal.SIGKILL)
+    assert not left, left

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ..config import DataConfig
-from . import dali, synthetic
+from . import dali, lifeline, synthetic
 from ._prepare_worker import CELEBA_CROP_BOX
 from .annotated import CELEBAHQ_HELP, LFW_HELP, celebahq_format, lfw_format
 from .datasets import (
@@ -186,7 +186,8 @@ def build_loader(
         # workers start from a clean server process, not a fork of this one: a fork of a
         # process whose OpenMP / Inductor / DALI threads are running can crash in the child
         # (seen: a worker's segfault in CI after compiled tests in the same process)
-        multiprocessing_context="forkserver" if cfg.num_workers > 0 else None,
+        multiprocessing_context=lifeline.context() if cfg.num_workers > 0 else None,
+        worker_init_fn=lifeline.worker_init if cfg.num_workers > 0 else None,
     )
 
 

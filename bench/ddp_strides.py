@@ -1,0 +1,67 @@
+"""DDP on CPU with and without the 1x1-convolution restride (distributed.match_grad_strides):
+2 gloo ranks train the quickstart for --steps steps, alternating the two variants for
+--rounds rounds; reports img/s (steps after the first log window) and whether DDP warned
+about gradient strides.
+
+    python bench/ddp_strides.py [--steps 40] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve()
+
+
+def worker(restride: bool, argv: list[str]) -> int:
+    from arcdae_fast import distributed
+    from arcdae_fast.train import main
+
+    if not restride:
+        distributed.match_grad_strides = lambda module: None
+    return main(argv)
+
+
+def run(restride: bool, steps: int, out: Path) -> tuple[float, bool]:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(HERE)]
+    cmd += ["--worker", "--restride" if restride else "--no-restride", "--"]
+    cmd += ["--config", "quickstart.yaml", "--out", str(out), "--max-steps", str(steps)]
+    cmd += ["--no-progress", "train.parallel=ddp", "train.device=cpu", "train.step=reference"]
+    cmd += ["train.sample_every=0", f"train.ckpt_every={steps}", "train.log_every=10"]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    speed = statistics.mean(r["img_per_s"] for r in rows[1:])
+    return speed, "Grad strides do not match" in res.stderr
+
+
+def main() -> int:
+    if "--worker" in sys.argv:
+        i = sys.argv.index("--")
+        return worker("--restride" in sys.argv[:i], sys.argv[i + 1 :])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--rounds", type=int, default=2)
+    a = p.parse_args()
+    got: dict[bool, list[float]] = {True: [], False: []}
+    warned = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(a.rounds):
+            for restride in (False, True):
+                speed, warned[restride] = run(restride, a.steps, Path(tmp) / f"{r}{restride}")
+                got[restride].append(speed)
+                print(f"round {r} restride={restride}: {speed:.1f} img/s", flush=True)
+    before, after = statistics.median(got[False]), statistics.median(got[True])
+    print(f"without restride: {before:.1f} img/s (stride warning: {warned[False]})")
+    print(f"with restride:    {after:.1f} img/s (stride warning: {warned[True]})")
+    print(f"ratio with/without: {after / before:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -241,7 +241,9 @@ class EvalConfig:
         None, doc="FID reference statistics (default ~/.cache/arcdae_fast)"
     )
     batch_size: int = option(64, min=1, doc="images per batch when encoding / reconstructing")
-    split_seed: int = option(0, min=0, doc="80/10/10 split of datasets without an official one")
+    split_seed: int = option(
+        0, min=0, max=2**63 - 1, doc="80/10/10 split of datasets without an official one"
+    )
     max_images: int = option(0, min=0, doc="images per split at most (0: all)")
     probe_epochs: int = option(15, min=1)
     probe_lr: float = option(1e-3, min=0.0)
@@ -282,7 +284,7 @@ class EvalConfig:
     steps_grid: tuple[int, ...] = option(
         (1, 2, 5, 10), doc="decoding step counts of the steps suite (few-step decoding)"
     )
-    seed: int = option(0, min=0, doc="random x_T and probe initialisation")
+    seed: int = option(0, min=0, max=2**63 - 1, doc="random x_T and probe initialisation")
     during_training: tuple[str, ...] = option(
         ("probe", "recon"), doc="suites train.eval_every runs (cheap ones: probe, recon)"
     )

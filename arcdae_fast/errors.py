@@ -111,8 +111,10 @@ def check_writable(folder: Path, need: int = 0, what: str = "") -> int:
     error saying how much is there and how much `what` needs)."""
     probe = folder / f".write-probe-{os.getpid()}.tmp"
     with doing("write into", folder):
-        probe.write_bytes(b"0")
-        probe.unlink()
+        try:
+            probe.write_bytes(b"0")
+        finally:  # a full disk creates the file, then fails to write it: never left behind
+            probe.unlink(missing_ok=True)
     free = shutil.disk_usage(folder).free
     if free < need:
         raise IOFailure(

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import doing, make_dir
+from .checkpoint import atomic_write
 from .methods import Method
 
 
@@ -43,7 +43,7 @@ def reconstruction_grid(
     for start in (method.invert(x0, z, steps=steps, nets=nets), x_T):
         rows.append(method.decode(z, start, steps=steps, nets=nets))
     path = Path(path)
-    make_dir(path.parent)
-    with doing("write the sample grid", path):
-        to_grid(rows).save(path)
+    grid = to_grid(rows)
+    # atomic: a full disk leaves the previous grids and no 0-byte PNG
+    atomic_write(path, lambda f: grid.save(f, format="PNG"), "the sample grid")
     return path

@@ -300,3 +300,48 @@ def test_nothing_outlives_a_sigkilled_trainer(tiny_config_file, tmp_path):
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(line.split()[0]), signal.SIGKILL)
     assert not left, left
+
+
+@pytest.mark.parametrize("where", ["metrics", "grid"])
+def test_disk_full_between_checkpoints_is_one_line_and_resumes(
+    tiny_config_file, tmp_path, capsys, monkeypatch, where
+):
+    """The disk fills mid-run while a metrics line or a sample grid is written: one line
+    naming the file and the intact checkpoint, no torn line or 0-byte PNG kept, and after
+    space is freed the same command resumes without a hand edit."""
+    from PIL import Image
+
+    from arcdae_fast import tracking
+
+    out = tmp_path / "run"
+    if where == "metrics":
+        real = tracking._Jsonl.scalars
+
+        def fills(self, step, values):
+            if step == 3:
+                self.f.write('{"step": 3, "loss": 3.3')  # half a line, then the disk is full
+                self.f.flush()
+                with errors.doing("write", self.path):
+                    raise OSError(errno.ENOSPC, "No space left on device")
+            return real(self, step, values)
+
+        monkeypatch.setattr(tracking._Jsonl, "scalars", fills)
+        needle = f"cannot write {out / 'metrics.jsonl'}: no space left on device"
+    else:
+        real = Image.Image.save
+
+        def fills(self, fp, *a, **k):
+            fp.write(b"\x89PNG")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(Image.Image, "save", fills)
+        needle = "cannot write the sample grid"
+    sets = ["--max-steps", "6", "train.ckpt_every=2", "train.sample_every=3"]
+    assert run(tiny_config_file, out, *sets) == 1
+    one_line_error(capsys.readouterr().err, needle, "no space left on device")
+    monkeypatch.undo()
+    assert all(p.stat().st_size > 0 for p in (out / "samples").glob("*"))  # no 0-byte PNG
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]
+    assert run(tiny_config_file, out, *sets) == 0
+    steps = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]

@@ -179,23 +179,26 @@ def judge(rows: dict[str, dict]) -> None:
         r["ok"] = r["nonfinite"] == 0 and r["loss_dev"] <= tol_loss and r["weight_dist"] <= tol_w
 
 
-def agree(
-    preset: str,
-    device: torch.device,
-    steps: int,
-    batch: int,
-    resolution: int | None,
-    backend: str = "inductor",
-    only: tuple[str, ...] = (),
-) -> dict[str, dict]:
-    """Every variant of one preset: {variant: row}."""
+def preset_config(preset: str, device: torch.device, batch: int, resolution: int | None):
     config, overrides = PRESETS[preset]
     sets = [f"train.device={device.type}", f"train.batch_size={batch}", *overrides]
     if resolution:
         sets.append(f"data.resolution={resolution}")
-    cfg = load_config(config, sets)
+    return load_config(config, sets)
+
+
+def agree(
+    cfg,
+    device: torch.device,
+    steps: int,
+    backend: str = "inductor",
+    only: tuple[str, ...] = (),
+) -> dict[str, dict]:
+    """Every variant (or the compiled ones in `only`, with the eager runs they are judged
+    against) of one config: {variant: row}."""
+    preset = cfg.method.name
     apply_backend(cfg, device)
-    res = cfg.data.resolution
+    res, batch = cfg.data.resolution, cfg.train.batch_size
     data = faces(batch * min(steps, 8), res)
     batches = list(data.split(batch))
     runs, rows = {}, {}
@@ -283,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for n in names:
         method = load_config(*PRESETS[n]).method.name
-        rows = agree(n, device, a.steps, a.batch, a.resolution, a.compile_backend, only)
+        cfg = preset_config(n, device, a.batch, a.resolution)
+        rows = agree(cfg, device, a.steps, a.compile_backend, only)
         results[n] = {"method": method, "rows": rows}
     env = {
         "device": device_name(device),

@@ -184,3 +184,51 @@ def test_fast_and_reference_training_curves_agree(compile_config_file, tmp_path,
     worst = max(abs(a - b) / b for a, b in zip(fast, ref))
     assert worst < 1e-2, worst  # 30 AdamW steps later the two runs are still the same run
     assert sum(fast[-5:]) < sum(fast[:5])  # and it learns
+
+
+def _step_agreement():
+    import sys
+    from pathlib import Path
+
+    bench = str(Path(__file__).resolve().parents[1] / "bench")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    import step_agreement
+
+    return step_agreement
+
+
+@pytest.mark.xdist_group("arcdae-step")
+@pytest.mark.timeout(1500)  # compiles; the first tests' graphs (FX graph cache)
+def test_step_agreement_at_ci_size(synth_root):
+    """bench/step_agreement.py at CI size: the compile tests' network and batch, 10 steps,
+    Inductor (not aot_eager): the compiled fp32 step (and bf16 where the CPU computes it
+    natively) within the tolerances the bench states, no non-finite step."""
+    from conftest import compile_raw
+
+    cpu = torch.device("cpu")
+    sa = _step_agreement()
+    cfg = from_dict(compile_raw(synth_root))
+    variants = ("compiled-fp32",) + (("compiled-bf16",) if native_bf16(cpu) else ())
+    rows = sa.agree(cfg, cpu, steps=10, only=variants)
+    for v in variants:
+        assert rows[v]["nonfinite"] == 0, rows[v]
+        assert rows[v]["ok"], (v, rows[v], rows["eager-fp32-rounded"], rows["eager-bf16"])
+
+
+@pytest.mark.skipif(
+    not native_bf16(torch.device("cpu")),
+    reason="bf16 is emulated on this CPU (no AVX512-BF16 or AMX); the compiled bf16 step "
+    "went NaN at step 1 where bf16 is native (issue 29)",
+)
+@pytest.mark.xdist_group("arcdae-step")
+@pytest.mark.timeout(1500)  # a cold compile of the quickstart network
+def test_compiled_bf16_quickstart_step_stays_finite_and_agrees():
+    """The configuration that went NaN on an AMX CPU: the quickstart network, bf16 autocast,
+    the compiled step, 4 steps; finite and within the bf16 tolerance of step agreement."""
+    cpu = torch.device("cpu")
+    sa = _step_agreement()
+    cfg = sa.preset_config("arcdae", cpu, batch=8, resolution=None)
+    rows = sa.agree(cfg, cpu, steps=4, only=("compiled-bf16",))
+    assert rows["compiled-bf16"]["nonfinite"] == 0, rows["compiled-bf16"]
+    assert rows["compiled-bf16"]["ok"], rows

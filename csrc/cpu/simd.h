@@ -1,4 +1,4 @@
-// Portable SIMD for the CPU kernels: GCC vector extensions (16 float lanes) plus function
+// Portable SIMD for the CPU kernels: GCC vector extensions (8 float lanes) plus function
 // multiversioning. Hot loops are written once against these types and compiled by
 // ARCDAE_CLONES into AVX-512, AVX2 and baseline x86-64 versions, picked at load time by the
 // CPU (an ifunc), so the extension runs, vectorized, on any x86-64 machine. Helpers are
@@ -12,7 +12,11 @@
 #include <cstring>
 #include <type_traits>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if defined(ARCDAE_ONE_ISA)  // one ISA only (bench/isa_check.py: e.g. an AVX2 build anywhere)
+#define ARCDAE_STR2(x) #x
+#define ARCDAE_STR(x) ARCDAE_STR2(x)
+#define ARCDAE_CLONES __attribute__((target(ARCDAE_STR(ARCDAE_ONE_ISA))))
+#elif defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define ARCDAE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define ARCDAE_CLONES
@@ -33,7 +37,11 @@
 
 namespace arcdae_fast::simd {
 
-constexpr int64_t W = 16;
+// 8 float lanes (256 bits): AVX2's register width. With 16 lanes the AVX2 clone kept every
+// vector in memory (loads through xmm pieces, stack spills, element-wise selects: the C++
+// AdaGN measured 3-8x slower than the eager reference on AVX2, bench/isa_check.py); the
+// kernels are memory-bound, so AVX-512 loses nothing measurable at this width.
+constexpr int64_t W = 8;
 typedef float vf __attribute__((vector_size(W * 4)));
 typedef int32_t vi __attribute__((vector_size(W * 4)));
 typedef uint32_t vu __attribute__((vector_size(W * 4)));
@@ -129,11 +137,8 @@ ARCDAE_INLINE void for_vectors(int64_t n, F&& f) {
 
 // horizontal sum: a shuffle tree (log2 W steps) instead of W scalar extracts
 ARCDAE_INLINE float hsum(vf v) {
-  typedef float h8 __attribute__((vector_size(32)));
   typedef float h4 __attribute__((vector_size(16)));
-  const h8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
-               __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-  const h4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+  const h4 b = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
   return (b[0] + b[2]) + (b[1] + b[3]);
 }
 

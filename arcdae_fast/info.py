@@ -76,8 +76,13 @@ def report() -> str:
         lines.append(f"\n{op}:")
         for dev in devices:
             device = torch.device(dev)
-            try:
-                chosen = _backends.resolve(op, "auto", device, torch.float32).name
+            try:  # the choice for large work and for the smallest (auto_min_size crossovers)
+                big = _backends.resolve(op, "auto", device, torch.float32, 1 << 40)
+                small = _backends.resolve(op, "auto", device, torch.float32, 0).name
+                chosen = big.name
+                if small != big.name:
+                    cut = big.auto_min_size.get(dev, 0)
+                    chosen += f" from work size {cut:,} ({small} below: measured crossover)"
             except RuntimeError as e:
                 chosen = f"none ({e})"
             lines.append(f"  {dev}: auto -> {chosen}")
@@ -90,8 +95,25 @@ def report() -> str:
                 else:
                     state = f"available (priority {b.priority[dev]})"
                 lines.append(f"    {name:<10} {state}")
-    lines += _attention_lines(devices) + _export_lines()
+    lines += _step_lines(devices) + _attention_lines(devices) + _export_lines()
     return "\n".join(lines)
+
+
+def _step_lines(devices: list[str]) -> list[str]:
+    """What train.step=auto runs per method (precision auto), from the evidence record."""
+    from . import evidence, methods
+    from .step import uses_bf16
+
+    out = [f"\ntraining step (train.step=auto; record: {evidence.PATH.name}):"]
+    for dev in devices:
+        device = torch.device(dev)
+        dclass = evidence.device_class(device)
+        precision = "bf16" if uses_bf16(device, "auto") else "fp32"
+        out.append(f"  {dev} ({dclass}, precision auto -> {precision}):")
+        for name in methods.names():
+            fast, why = evidence.step_verdict(dclass, name, precision)
+            out.append(f"    {name:<8} {'compiled' if fast else 'eager'}: {why}")
+    return out
 
 
 def _attention_lines(devices: list[str]) -> list[str]:

@@ -48,6 +48,15 @@ def setup(quiet: bool = False, verbose: bool = False) -> None:
     quiet_library_warnings()
 
 
+def ensure() -> None:
+    """The package's handler at the default level, unless a command or the embedding program
+    configured logging already (Trainer and the other entry classes call it: used from Python,
+    as tests/ddp_worker.py does, they report as the commands do)."""
+    root = logging.getLogger(ROOT)
+    if not root.handlers and not logging.getLogger().handlers:
+        setup()
+
+
 def quiet() -> bool:
     """Whether the package logs below warnings (progress bars go with info messages)."""
     return not logging.getLogger(ROOT).isEnabledFor(logging.INFO)

@@ -90,6 +90,7 @@ def checkpoint_bytes(s: session.Session) -> int:
 
 class Trainer:
     def __init__(self, cfg: Config, out: Path, progress: bool = True):
+        logs.ensure()
         self.cfg, self.out = cfg, Path(out)
         self.dist = distributed.from_env()  # torchrun
         self.main = self.dist is None or self.dist.main  # rank 0 logs and checkpoints

@@ -104,6 +104,8 @@ def variants(device: torch.device) -> list[tuple[str, str, str, str]]:
 
 def train(cfg, device, variant, batches, steps: int, backend: str) -> dict:
     name, kind, precision, mode = variant
+    if kind == "compiled":  # a fresh Dynamo cache: the presets before would count against
+        torch._dynamo.reset()  # Forward.forward's recompile limit (8) in one process
     torch.manual_seed(0)
     method = methods.build(cfg).to(device)
     if name.endswith("-rounded"):  # float32 rounding noise on every initial weight

@@ -212,7 +212,7 @@ def test_step_agreement_at_ci_size(synth_root):
     variants = ("compiled-fp32",) + (("compiled-bf16",) if native_bf16(cpu) else ())
     rows = sa.agree(cfg, cpu, steps=10, only=variants)
     for v in variants:
-        assert rows[v]["nonfinite"] == 0, rows[v]
+        assert "error" not in rows[v] and rows[v]["nonfinite"] == 0, rows[v]
         assert rows[v]["ok"], (v, rows[v], rows["eager-fp32-rounded"], rows["eager-bf16"])
 
 
@@ -230,5 +230,6 @@ def test_compiled_bf16_quickstart_step_stays_finite_and_agrees():
     sa = _step_agreement()
     cfg = sa.preset_config("arcdae", cpu, batch=8, resolution=None)
     rows = sa.agree(cfg, cpu, steps=4, only=("compiled-bf16",))
+    assert "error" not in rows["compiled-bf16"], rows["compiled-bf16"]
     assert rows["compiled-bf16"]["nonfinite"] == 0, rows["compiled-bf16"]
     assert rows["compiled-bf16"]["ok"], rows

@@ -73,6 +73,7 @@ def prepare(
         raise DataError(f"--out {out} must not be --src or inside it")
     if workers is not None and workers < 1:
         raise DataError(f"--workers must be >= 1, got {workers}")
+    make_dir(out, "output folder")
     with exclusive(out):  # ranks or jobs preparing the same folder: one at a time, resumable
         return _prepare(src, out, size, fmt, quality, crop, workers, log, max_pixels)
 

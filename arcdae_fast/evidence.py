@@ -71,7 +71,12 @@ def step_verdict(dclass: str, method: str, precision: str) -> tuple[bool, str]:
     where = f"on {dclass} ({entry['device']}, {entry['date']})"
     if not entry["ok"]:
         return False, f"the compiled {precision} step failed step agreement {where}"
-    speed = entry["speedup"]
+    speed = entry.get("speedup")
+    if speed is None:  # measured on a busy machine: not evidence of speed
+        return False, (
+            f"the compiled {precision} step agreed {where}, but its speed was not measured on "
+            "a quiet machine (python bench/step_agreement.py --record there)"
+        )
     if speed < MIN_SPEEDUP:
         return False, (
             f"the compiled {precision} step agreed but ran {speed:.2f}x the eager one {where}, "

@@ -81,13 +81,13 @@ START=$(date +%s)
 expanded=""
 for s in ${STAGES_WANTED//,/ }; do
   case $s in
-    checks) s=env,build,triton-sm90,cuda-tests,steps ;;
+    checks) s=env,build,triton-sm90,cuda-tests,steps,agreement ;;
     bench) s=env,build,bench-infonce,bench-attn-pool,bench-augment,bench-adagn,bench-step,profile,decode ;;
   esac
   expanded=$expanded,$s
 done
 STAGES_WANTED=${expanded#,}
-ALL=",env,build,triton-sm90,cuda-tests,steps,bench-infonce,bench-attn-pool,bench-augment,bench-adagn,bench-step,profile,decode,"
+ALL=",env,build,triton-sm90,cuda-tests,steps,agreement,bench-infonce,bench-attn-pool,bench-augment,bench-adagn,bench-step,profile,decode,"
 for s in ${STAGES_WANTED//,/ }; do
   if [ "$s" != all ] && [[ "$ALL" != *",$s,"* ]]; then
     echo "gpu_check.sh: unknown stage $s; stages: ${ALL:1:-1} (groups: checks, bench)" >&2
@@ -151,6 +151,12 @@ if [ $DRY = 1 ]; then
 else
   stage steps 200 "'$PY' bench/gpu_steps.py --device cuda --batch 16 --bf16-steps 8 --out '$OUTDIR/steps.jsonl'"
 fi
+
+# --- step agreement on CUDA: every method's quickstart, 20 steps, fp32 / bf16 / CUDA graphs
+# against the eager step. Its rows join steps.jsonl (8 files at most); back here,
+# `python bench/step_agreement.py --record-from steps.jsonl` writes them into
+# arcdae_fast/evidence.json for this GPU class (train.step=auto reads it)
+cuda_only agreement 300 "'$PY' bench/step_agreement.py --device cuda --steps 20 --batch 16 --out '$OUTDIR/steps.jsonl'"
 
 # --- op benchmarks (fixed small repetition counts: do_bench's defaults) --------------------
 # (dry run: the eager baselines and the C++ kernels; Inductor's compiles cost minutes on CPU)

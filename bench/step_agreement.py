@@ -263,6 +263,27 @@ def table(results: dict[str, dict[str, dict]]) -> str:
     return "\n".join(lines)
 
 
+def record_from(path: Path) -> int:
+    """--record from a results file (e.g. the GPU check's steps.jsonl, brought back from the
+    device): the newest run's rows per preset go into arcdae_fast/evidence.json."""
+    rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    rows = [r for r in rows if "variant" in r]
+    if not rows:
+        print(f"{path}: no step-agreement rows", file=sys.stderr)
+        return 1
+    by_class: dict[str, dict] = {}
+    for r in rows:
+        item = by_class.setdefault(r["device_class"], {}).setdefault(
+            r["preset"], {"method": r["method"], "rows": {}, "env": r}
+        )
+        item["rows"][r["variant"]] = r
+    for dclass, results in by_class.items():
+        env = next(iter(results.values()))["env"]
+        evidence.record_steps(dclass, results, env)
+        print(f"recorded {len(results)} preset(s) for {dclass} in {evidence.PATH}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -274,7 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile-backend", default="inductor")
     p.add_argument("--out", default=None, help="JSON lines appended here")
     p.add_argument("--record", action="store_true", help="write arcdae_fast/evidence.json")
+    p.add_argument("--record-from", default=None, help="record the rows of a results file")
     a = p.parse_args(argv)
+    if a.record_from:
+        return record_from(Path(a.record_from))
     names = [s for s in a.presets.split(",") if s]
     bad = [s for s in names if s not in PRESETS]
     if bad:
@@ -307,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     with open(out, "a") as f:
         for preset, item in results.items():
             for name, r in item["rows"].items():
-                row = {**env, "preset": preset, "method": item["method"], "variant": name, **r}
+                row = {**env, "preset": preset, "method": item["method"], "variant": name}
+                row |= {"check": f"agreement-{name}", **r}  # "check": gpu_summary's table
                 f.write(json.dumps(row) + "\n")
     print(f"device: {env['device']} ({dclass}); {a.steps} steps, batch {a.batch}\n")
     print(table({p: item["rows"] for p, item in results.items()}))

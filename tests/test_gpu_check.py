@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["env", "build", "triton-sm90", "cuda-tests", "steps", "bench-infonce"]
+STAGES = ["env", "build", "triton-sm90", "cuda-tests", "steps", "agreement", "bench-infonce"]
 STAGES += ["bench-attn-pool", "bench-augment", "bench-adagn", "bench-step", "profile", "decode"]
 
 
@@ -30,8 +30,8 @@ def test_dry_run_runs_every_stage(tmp_path):
     s = json.loads((out / "summary.json").read_text())
     status = {st["stage"]: st["status"] for st in s["stages"]}
     assert list(status) == STAGES
-    assert status["build"] == "skipped"  # CUDA only
-    assert all(v == "ok" for k, v in status.items() if k != "build"), status
+    assert status["build"] == status["agreement"] == "skipped"  # CUDA only
+    assert all(v == "ok" for k, v in status.items() if k not in ("build", "agreement")), status
     checks = {(c["preset"], c["check"]): c["ok"] for c in s["steps"]}
     presets = {"arcdae", "diffae", "ddaepp", "dgae", "dmz"}
     assert {p for p, c in checks if c == "fast-vs-eager-fp32"} == presets

@@ -24,7 +24,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from . import checkpoint, distributed, errors, session, tracking
+from . import checkpoint, distributed, errors, phases, session, tracking
 from . import log as logs
 from .config import (
     RESUME_MUTABLE,
@@ -265,6 +265,7 @@ class Trainer:
                 self._say(f"note: {note}")
             return self._loop(self.s.step, loader, start, fixed)
         finally:
+            phases.timing(False)
             if self.tracker:
                 self.tracker.close()
 
@@ -345,6 +346,7 @@ class Trainer:
             mininterval=0.5,
         )
         window: dict[str, float] = {}
+        phases.timing(self.main)
         n_win, imgs, skipped, t0 = 0, 0, 0, time.perf_counter()
         said = time.monotonic()
         step = start
@@ -375,11 +377,13 @@ class Trainer:
                 stop = self._agree(sig.signum is not None)
                 if self.main and (step % tc.log_every == 0 or step == tc.max_steps):
                     dt = time.perf_counter() - t0
+                    phase_ms = {f"ms_{k}": 1e3 * v / n_win for k, v in phases.take().items()}
                     rec = {
                         **{k: v / n_win for k, v in window.items()},
                         "img_per_s": imgs / dt,
                         "lr": self.s.scheduler.get_last_lr()[0],
                         "skipped_images": skipped,
+                        **phase_ms,  # host time per phase of a step (CUDA: issue time)
                     }
                     self.tracker.scalars(step, rec)
                     bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['img_per_s']:.1f}")

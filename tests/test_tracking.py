@@ -85,7 +85,8 @@ def test_every_sink_holds_the_same_losses(tmp_path, synth_root, monkeypatch):
     for r in rows:
         assert tb[r["step"]] == pytest.approx(r["loss"], rel=1e-6)
     assert "reconstruction" in tags["images"]
-    assert "img_per_s" in tags["scalars"]
+    assert {"img_per_s", "ms_forward", "ms_backward", "ms_optimizer"} <= set(tags["scalars"])
+    assert all(r["ms_forward"] > 0 for r in rows)  # host time per phase, every log step
     hist = [h for h in wandb_history(out) if "loss" in h]
     assert [h["_step"] for h in hist] == [1, 2, 3, 4]
     for h, r in zip(hist, rows):

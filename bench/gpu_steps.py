@@ -21,6 +21,8 @@ import time
 import traceback
 
 import torch
+from step_agreement import PRESETS as ALL_PRESETS
+from step_agreement import QUICKSTARTS
 
 from arcdae_fast import methods
 from arcdae_fast.config import load_config
@@ -28,14 +30,8 @@ from arcdae_fast.ema import frozen_copy
 from arcdae_fast.session import apply_backend
 from arcdae_fast.step import FastStep, ReferenceStep, build_optimizer
 
-# preset name -> (config, overrides): every built-in method once
-PRESETS = {
-    "arcdae": ("quickstart", []),
-    "diffae": ("quickstart", ["method.name=diffae"]),
-    "ddaepp": ("ddaepp-quickstart", []),
-    "dgae": ("dgae-quickstart", []),
-    "dmz": ("dmz-quickstart", []),
-}
+# preset name -> (config, overrides): every built-in method once, at its quickstart size
+PRESETS = {name: ALL_PRESETS[name] for name in QUICKSTARTS}
 LOSS_RTOL = 1e-3  # fp32 on CUDA: cuDNN / cuBLAS reduction orders differ between the graphs
 GRAD_RTOL = 1e-2
 BF16_RTOL = 5e-2  # reduce-overhead vs default, both bf16: same graph, replayed

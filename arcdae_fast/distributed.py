@@ -19,6 +19,7 @@ also stops every worker when one dies.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -155,17 +156,19 @@ def wrap_ddp(module: torch.nn.Module) -> torch.nn.Module:
     evaluation EMA and the targets are updated identically on every rank)."""
     from torch.nn.parallel import DistributedDataParallel
 
-    match_grad_strides(module)
+    # oneDNN's weight gradient of a 1x1 convolution comes channels_last-strided ((C, 1, C, C)
+    # for a contiguous (C, 1, 1, 1) weight: the same memory order, other strides on the size-1
+    # dimensions); DDP copies it into its bucket and warns once per run. Giving the weights
+    # those strides (match_grad_strides) removes the copy but made oneDNN's convolutions
+    # slower: 0.78x the step on 2 gloo ranks (bench/ddp_strides.py,
+    # bench/results/ddp_strides_cpu.txt). The copy stays; its warning says nothing actionable
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     return DistributedDataParallel(module, gradient_as_bucket_view=True, **_no_buffer_sync())
 
 
 def match_grad_strides(module: torch.nn.Module) -> None:
-    """1x1 convolution weights get the strides their gradients come with. oneDNN's weight
-    gradient of a 1x1 convolution is channels_last-strided ((C, 1, C, C) for a contiguous
-    (C, 1, 1, 1) weight: the same memory order, other strides on the size-1 dimensions), and
-    DDP's buckets take each parameter's strides: a mismatch copies every such gradient each
-    step and warns "Grad strides do not match bucket view strides". Restriding changes no
-    value and no memory order (measured on 2 gloo ranks, bench/results/ddp_strides_cpu.txt)."""
+    """1x1 convolution weights restrided like their gradients (no bucket copy; measured slower
+    overall, see wrap_ddp): kept for bench/ddp_strides.py's comparison."""
     for p in module.parameters():
         if p.dim() == 4 and p.shape[2:] == (1, 1) and p.is_contiguous():
             c = p.shape[1]  # (contiguous(channels_last) keeps them: both layouts are dense)

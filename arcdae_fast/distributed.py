@@ -19,6 +19,7 @@ also stops every worker when one dies.
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from dataclasses import dataclass
 from datetime import timedelta
@@ -89,8 +90,6 @@ def failures(world: int, wait_s: float = 3.0) -> list[tuple[int, str]]:
     first, since a dying rank's report may trail the collective error it caused."""
     if not _STORES:
         return []
-    import time
-
     store, keys = _STORES[0], [f"arcdae_fast/failed/{r}" for r in range(world)]
     deadline = time.monotonic() + wait_s
     while True:

@@ -22,13 +22,9 @@ PATH = Path(__file__).with_name("evidence.json")
 MIN_SPEEDUP = 1.1  # the compiled step must beat the eager one by this much to be chosen
 
 
+@functools.cache
 def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags (read once per process)."""
-    return _cpu_flags()
-
-
-@functools.cache
-def _cpu_flags() -> frozenset[str]:
     try:
         with open("/proc/cpuinfo") as f:
             return frozenset(next((ln for ln in f if ln.startswith("flags")), "").split())

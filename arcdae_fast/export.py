@@ -177,14 +177,7 @@ def run_export(a) -> int:
     written = []
     if "safetensors" in a.formats:
         latent = find_latent(a.run, None, run.device)
-        state = {
-            "format": session.STATE_FORMAT,
-            "step": run.step,
-            "method": run.cfg.method.name,
-            "config": run.cfg.to_dict(),
-            "model": run.method.state_dict(),
-            "ema": run.ema.state_dict(),
-        }
+        state = session.run_state(run.cfg, run.method, run.ema, None, None, run.step)
         for path in weights.write_inference_folder(a.out, state, latent):
             written.append({"what": path.stem, "format": "safetensors", "path": str(path)})
             log.info(f"{path.stem} -> {path}")

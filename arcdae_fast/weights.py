@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
 from .checkpoint import atomic_write
 from .errors import UserError
@@ -52,8 +52,8 @@ def read(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]
     """({prefix: state_dict}, metadata) of a file `write` made."""
     path = Path(path)
     try:
-        flat = load_file(path)
-        with safe_open(path, "pt") as f:
+        with safe_open(path, "pt") as f:  # one read: tensors and metadata
+            flat = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - not a dict
             raw = f.metadata() or {}
         meta = {k: json.loads(v) for k, v in raw.items()}
     except (SafetensorError, OSError, ValueError) as e:

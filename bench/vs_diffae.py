@@ -95,11 +95,7 @@ def diffae_step(model, sampler, opt, ema_model, x, T: int, times: dict) -> None:
     times["ema"] = times.get("ema", 0.0) + t4 - t3
 
 
-ARGS: argparse.Namespace
-
-
 def main(argv: list[str] | None = None) -> int:
-    global ARGS
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--diffae-src", type=Path, required=True)
     p.add_argument("--config", default="quickstart")
@@ -109,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--compiled", action="store_true", help="also the compiled step")
     p.add_argument("--out", default=str(RESULTS / "vs_diffae_cpu.jsonl"))
-    ARGS = a = p.parse_args(argv)
+    a = p.parse_args(argv)
     sets = ["method.name=diffae", f"train.batch_size={a.batch}", "train.device=cpu"]
     sets += ["train.step=reference", "model.denoiser.dropout=0"]
     if a.resolution:

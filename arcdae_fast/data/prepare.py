@@ -81,7 +81,6 @@ def prepare(
 def _prepare(src, out, size, fmt, quality, crop, workers, log, max_pixels) -> dict:
     celeba_layout = (src / "img_align_celeba").is_dir() and (src / "list_attr_celeba.txt").is_file()
     images = list_images(src / "img_align_celeba" if celeba_layout else src)
-    make_dir(out, "output folder")
     check_writable(out)
     manifest_path = out / MANIFEST
     done = _read_manifest(manifest_path)

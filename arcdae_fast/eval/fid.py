@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from scipy import linalg
 
-from ..errors import doing, make_dir
+from ..checkpoint import atomic_write
 from ..nn.weights import INCEPTION
 from ..once import exclusive
 
@@ -134,9 +134,5 @@ def reference_stats(
 
 def _compute_stats(path: Path, compute: Callable[[], Stats]) -> tuple[np.ndarray, np.ndarray]:
     mu, cov = compute().mean_cov()
-    make_dir(path.parent, "FID cache folder")
-    tmp = path.with_suffix(".tmp.npz")
-    with doing("write the FID reference statistics", path):
-        np.savez(tmp, mu=mu, cov=cov)
-        tmp.replace(path)
+    atomic_write(path, lambda f: np.savez(f, mu=mu, cov=cov), "the FID reference statistics")
     return mu, cov

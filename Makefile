@@ -7,7 +7,7 @@ VENV ?= .venv
 VPY := $(VENV)/bin/python
 OUT ?= runs/quickstart
 
-.PHONY: venv quickstart test lint clean
+.PHONY: venv quickstart test lint clean realdata
 
 venv: $(VENV)/.installed
 
@@ -31,6 +31,13 @@ TEST_WORKERS ?= 2
 
 test: venv
 	$(VPY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=30 tests
+
+# real photographs for the method table (bench/method_table.py): Fashion-MNIST's original IDX
+# files from Debian's package dataset-fashion-mnist (Expat licence), installed with apt where
+# this is root on Debian/Ubuntu; otherwise the exact instructions. Does nothing when present.
+FMNIST := /usr/share/datasets/fashion-mnist
+realdata:
+	@if [ -f $(FMNIST)/t10k-labels-idx1-ubyte.gz ]; then 		echo "Fashion-MNIST is in $(FMNIST) (data.dataset=fashion_mnist reads it there)"; 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then 		apt-get install -y dataset-fashion-mnist || 		{ apt-get update && apt-get install -y dataset-fashion-mnist; }; 	else 		echo "Fashion-MNIST is not installed. On Debian/Ubuntu: sudo apt-get install" 			"dataset-fashion-mnist (its IDX files go to $(FMNIST)). Elsewhere: put" 			"train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and" 			"t10k-labels-idx1-ubyte.gz from https://github.com/zalandoresearch/fashion-mnist in a" 			"folder and pass data.root=FOLDER."; 		exit 1; 	fi
 
 lint: venv
 	$(VPY) -m pip install -q ruff && $(VPY) -m ruff check . && $(VPY) -m ruff format --check .

@@ -221,9 +221,15 @@ class Trainer:
     def _run(self) -> int:
         cfg, tc = self.cfg, self.cfg.train
         if tc.eval_every:
-            from .eval import need_extra
+            from .eval import need_extra, registry
 
             need_extra("train.eval_every")
+            bad = registry.unknown(cfg.eval.during_training)
+            if bad:
+                raise ConfigError(
+                    f"config: eval.during_training has unknown suite {bad!r}; suites: "
+                    f"{', '.join(registry.load())}"
+                )
         if self.main:
             self._prepare_folders()
         self.s = session.build(cfg, dist=self.dist)
@@ -273,7 +279,8 @@ class Trainer:
         """eval.during_training on the EMA weights, on subsets (eval.during_training_images
         per split), reported on the validation split; the training's random state is left as
         it was (the bit-exact resume holds)."""
-        from .eval.suites import Evaluator, flat
+        from .eval import registry
+        from .eval.context import Evaluator
 
         ec, dev = self.cfg.eval, self.s.device
         devices = [dev.index or 0] if dev.type == "cuda" else []
@@ -287,12 +294,12 @@ class Trainer:
                 max_images=ec.during_training_images,
                 recon_steps=ec.during_training_recon_steps,
             )
-            results = ev.run(ec.during_training)
+            results = registry.run(ev, ec.during_training)
         for name, r in results.items():
             if "skipped" in r and name not in self._eval_warned:
                 self._eval_warned.add(name)
                 self._say(f"warning: train-time eval {name} skipped: {r['skipped']}")
-        return flat(results)
+        return registry.flat(results)
 
     def _nonfinite(self, e: NonFiniteLoss) -> int:
         """A non-finite loss (raised before any weight changed): one line saying which step and

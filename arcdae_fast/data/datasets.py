@@ -118,6 +118,8 @@ class ImageDataset(torch.utils.data.Dataset):
         attr_names: list[str] | None = None,
         factors: np.ndarray | None = None,
         factor_names: list[str] | None = None,
+        labels: np.ndarray | None = None,
+        class_names: list[str] | None = None,
         crop_box: tuple[int, int, int, int] | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ):
@@ -125,6 +127,7 @@ class ImageDataset(torch.utils.data.Dataset):
         self.max_pixels = max_pixels
         self.attrs, self.attr_names = attrs, attr_names or []
         self.factors, self.factor_names = factors, factor_names or []
+        self.labels, self.class_names = labels, class_names or []  # class index per item
 
     def __len__(self) -> int:
         return len(self.files)
@@ -139,6 +142,8 @@ class ImageDataset(torch.utils.data.Dataset):
             attr_names=self.attr_names,
             factors=None if self.factors is None else self.factors[idx],
             factor_names=self.factor_names,
+            labels=None if self.labels is None else self.labels[idx],
+            class_names=self.class_names,
             crop_box=self.crop_box,
             max_pixels=self.max_pixels,
         )
@@ -158,6 +163,8 @@ class ImageDataset(torch.utils.data.Dataset):
             item["attrs"] = torch.from_numpy(self.attrs[idx].astype(np.float32))
         if self.factors is not None:
             item["factors"] = torch.from_numpy(self.factors[idx].astype(np.float32))
+        if self.labels is not None:
+            item["label"] = int(self.labels[idx])
         return item
 
 
@@ -205,6 +212,8 @@ def collate(items: list[dict | Skipped]) -> dict:
         for k in ("image", "attrs", "factors"):
             if k in good[0]:
                 out[k] = torch.stack([it[k] for it in good])
+        if "label" in good[0]:
+            out["label"] = torch.tensor([it["label"] for it in good])
     return out
 
 
@@ -261,12 +270,18 @@ def class_folders(root: Path, resolution: int, split: str) -> ImageDataset:
     valid and test: val; all: both)."""
     parts = {"train": ("train",), "valid": ("val",), "test": ("val",), "all": ("train", "val")}
     files: list[Path] = []
+    names: list[str] = []
     for part in parts[split]:
         folder = Path(root) / part
         if not folder.is_dir():
             raise DataError(f"expected the folder {folder} (ImageNet layout). {IMAGENET_HELP}")
-        classes = sorted(p for p in folder.iterdir() if p.is_dir())
+        classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
         if not classes:
             raise DataError(f"{folder} has no class subfolders. {IMAGENET_HELP}")
+        names = names or classes
+        if classes != names:
+            raise DataError(f"{folder} has other class folders than {parts[split][0]}/")
         files += list_images(folder, IMAGENET_HELP)
-    return ImageDataset(files, resolution)
+    index = {c: i for i, c in enumerate(names)}
+    labels = np.array([index[f.relative_to(root).parts[1]] for f in files], dtype=np.int64)
+    return ImageDataset(files, resolution, labels=labels, class_names=names)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ..config import DataConfig
-from . import dali, lifeline, synthetic
+from . import arrays, dali, lifeline, synthetic
 from ._prepare_worker import CELEBA_CROP_BOX
 from .annotated import CELEBAHQ_HELP, LFW_HELP, celebahq_format, lfw_format
 from .datasets import (
@@ -44,6 +44,10 @@ def _build_dataset(cfg: DataConfig) -> ImageDataset:
         root = default_root(cfg)
         synthetic.generate(root, cfg.synthetic_count, cfg.synthetic_size)
         return celeba_format(root, cfg.resolution, cfg.split)
+    if cfg.dataset == "fashion_mnist":
+        return arrays.fashion_mnist(cfg.root, cfg.resolution, cfg.split)
+    if cfg.dataset == "cifar10":
+        return arrays.cifar10(cfg.root, cfg.resolution, cfg.split)
     if not cfg.root:
         help_text = {
             "ffhq": FFHQ_HELP,
@@ -92,6 +96,22 @@ def make_loader(
     """The input pipeline data.loader asks for: (iterable of batches, description). auto:
     DALI when importable (GPU decoding on CUDA), else the torch DataLoader."""
     device = torch.device(device)
+    if isinstance(dataset, arrays.ArrayDataset):
+        if cfg.loader == "dali":
+            raise DataError(
+                f"data.loader=dali reads image files; data.dataset={cfg.dataset!r} is held in "
+                "memory as arrays: use data.loader=torch (or auto)"
+            )
+        return build_loader(
+            dataset,
+            cfg,
+            batch_size,
+            seed=seed,
+            start_step=start_step,
+            rank=rank,
+            world_size=world_size,
+            pin_memory=device.type == "cuda",
+        ), "torch DataLoader (in-memory arrays)"
     use_dali = cfg.loader == "dali" or (cfg.loader == "auto" and dali.dali_available() is None)
     if use_dali:
         loader = dali.DaliLoader(
@@ -127,7 +147,7 @@ def make_loader(
 def has_partition(cfg: DataConfig) -> bool:
     """Whether the dataset carries an official train/valid/test split (CelebA's layout;
     ImageNet's train/val)."""
-    if cfg.dataset in ("synthetic", "celeba", "imagenet"):
+    if cfg.dataset in ("synthetic", "celeba", "imagenet", "fashion_mnist", "cifar10"):
         return True
     return (
         cfg.dataset == "prepared"

@@ -21,12 +21,4 @@ def need_extra(what: str = "evaluation") -> None:
         raise UserError(f"{what} needs {', '.join(missing)}: pip install 'arcdae_fast[eval]'")
 
 
-def __getattr__(name: str):
-    if name in ("Evaluator", "SuiteUnavailable"):
-        from . import suites
-
-        return getattr(suites, name)
-    raise AttributeError(name)
-
-
-__all__ = ["Evaluator", "SuiteUnavailable", "need_extra"]
+__all__ = ["need_extra"]

@@ -19,6 +19,7 @@ class Codes:
     attrs: np.ndarray | None  # (N, A), CelebA's -1/1
     factors: np.ndarray | None  # (N, F) continuous
     index: np.ndarray  # (N,) rows of the dataset kept (unreadable images left out)
+    labels: np.ndarray | None = None  # (N,) class indices
 
 
 def batches(
@@ -50,7 +51,7 @@ def encode_split(
     **readout: object,
 ) -> Codes:
     """`readout`: keywords of the method's encode (e.g. DDAE++'s t and layer)."""
-    zs, attrs, factors, index = [], [], [], []
+    zs, attrs, factors, index, labels = [], [], [], [], []
     for batch in batches(ds, batch_size, desc, progress):
         z = method.encode(batch["image"].to(device), nets, **readout)
         zs.append(z.float().reshape(z.shape[0], -1).cpu())
@@ -59,7 +60,9 @@ def encode_split(
             attrs.append(batch["attrs"])
         if "factors" in batch:
             factors.append(batch["factors"])
+        if "label" in batch:
+            labels.append(batch["label"])
     if not zs:
         raise ValueError(f"no readable image in the split {desc!r}")
     cat = lambda xs: torch.cat(xs).numpy() if xs else None  # noqa: E731
-    return Codes(cat(zs), cat(attrs), cat(factors), cat(index))
+    return Codes(cat(zs), cat(attrs), cat(factors), cat(index), cat(labels))

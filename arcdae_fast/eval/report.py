@@ -83,6 +83,19 @@ def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+def _fit(r: dict) -> str:
+    """How a probe was fitted: the regularisation picked, or DiTi's best epoch."""
+    if r.get("protocol") == "diti":
+        checks = r["settings"]["epochs"]
+        return (
+            f"DiTi's protocol, {r['steps']} Adam steps, best of {checks} checks: {r['best_epoch']}"
+        )
+    picked = r.get("c_per_attribute") or r.get("alpha_per_target") or []
+    kind = "C" if "c_per_attribute" in r else "alpha"
+    span = f"{min(picked):g}..{max(picked):g}" if picked else "-"
+    return f"converged; {kind} per target picked on validation: {span}"
+
+
 def write(out: Path, result: dict[str, Any], recon_rows=None) -> list[Path]:
     """eval.json, report.md and the plots; returns the paths written."""
     make_dir(out, "evaluation folder")
@@ -107,8 +120,8 @@ def write(out: Path, result: dict[str, Any], recon_rows=None) -> list[Path]:
         if name == "probe":
             md += [
                 "",
-                f"mean AP **{_fmt(r['mean_ap'])}** (best epoch {r['best_epoch']}, "
-                f"validation {_fmt(r['valid_mean_ap'])}, {r['train_samples']} training codes)",
+                f"mean AP **{_fmt(r['mean_ap'])}** ({_fit(r)}, validation "
+                f"{_fmt(r['valid_mean_ap'])}, {r['train_samples']} training codes)",
                 "",
                 "| attribute | AP |",
                 "|---|---|",
@@ -141,7 +154,7 @@ def write(out: Path, result: dict[str, Any], recon_rows=None) -> list[Path]:
             md += [
                 "",
                 f"mean Pearson r **{_fmt(r['mean_pearson_r'])}**, mean MSE "
-                f"**{_fmt(r['mean_mse'])}** (standardised targets; best epoch {r['best_epoch']})",
+                f"**{_fmt(r['mean_mse'])}** (standardised targets; {_fit(r)})",
                 "",
                 "| target | Pearson r | MSE |",
                 "|---|---|---|",
@@ -219,12 +232,29 @@ def write(out: Path, result: dict[str, Any], recon_rows=None) -> list[Path]:
                     "![reconstructions](recon.png)",
                 ]
                 paths.append(out / "recon.png")
+        elif name == "classify":
+            md += [
+                "",
+                f"{r['classes']} classes; converged linear probe (C on the validation split) and "
+                "weighted k-NN, on the codes and the baselines",
+                "",
+                "| features | dims | linear top-1 | k-NN top-1 | C | converged |",
+                "|---|---|---|---|---|---|",
+            ]
+            md += [
+                f"| {who} | {v['dims']} | {_fmt(v['top1'])} | {_fmt(v['knn_top1'])} | {v['c']:g} "
+                f"| {'yes' if v['convergence']['converged'] else 'no'} |"
+                for who, v in r.items()
+                if isinstance(v, dict) and "top1" in v and "dims" in v
+            ]
         elif name == "fid":
             md += [
                 "",
                 f"rFID from the inverted x_T **{_fmt(r['rfid_inverted'])}**, from a random "
                 f"x_T **{_fmt(r['rfid_random'])}** ({r['note']})",
             ]
+        else:  # a suite without a section here (a plug-in): its numbers as JSON
+            md += ["", "```json", json.dumps(r, indent=2, default=str), "```"]
         md.append("")
     atomic_write(out / "report.md", lambda f: f.write("\n".join(md).encode()))
     paths.append(out / "report.md")

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from . import checkpoint, distributed, fsdp, methods, weights
-from .config import Config, ConfigError, diff_keys, from_dict, with_overrides
+from .config import Config, ConfigError, changed_keys, from_dict, with_overrides
 from .data.datasets import DataError, ImageDataset, first_readable
 from .data.loader import build_dataset, make_loader, model_input
 from .ema import frozen_copy
@@ -406,9 +406,6 @@ def read_weights(ckpt: Path) -> dict[str, Any]:
     return checkpoint.read_full(ckpt)
 
 
-LOAD_MUTABLE = ("data.", "eval.", "ops.", "train.device", "train.num_threads", "model.attn_backend")
-
-
 def load_run(
     run: Path, ckpt: Path | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> TrainedRun:
@@ -433,16 +430,12 @@ def load_run(
     state = upgrade_state(read_weights(ckpt))
     notes: list[str] = []
     cfg = from_dict(with_overrides(state["config"], overrides, notes), notes)
-    changed = [
-        k
-        for k in diff_keys(from_dict(state["config"]).to_dict(), cfg.to_dict())
-        if not k.startswith(LOAD_MUTABLE)
-    ]
+    changed = changed_keys(from_dict(state["config"]), cfg, allowed=("nothing", "training"))
     if changed:
         raise ConfigError(
-            f"config: {', '.join(changed)} would change the trained network; only "
-            f"{', '.join(k.rstrip('.') + ('.*' if k.endswith('.') else '') for k in LOAD_MUTABLE)} "
-            "may be overridden here"
+            f"config: {', '.join(changed)} would change the trained network; only keys that "
+            "change nothing or only the training (data.*, eval.*, ops.*, train.*, "
+            "model.attn_backend: python -m arcdae_fast.info --keys) may be overridden here"
         )
     device = pick_device(cfg.train.device)
     if cfg.train.num_threads:

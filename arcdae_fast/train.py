@@ -27,10 +27,9 @@ from tqdm import tqdm
 from . import checkpoint, distributed, errors, phases, session, tracking
 from . import log as logs
 from .config import (
-    RESUME_MUTABLE,
-    RESUME_MUTABLE_SECTIONS,
     Config,
     ConfigError,
+    changed_keys,
     diff_keys,
     from_dict,
     load_config,
@@ -106,15 +105,12 @@ class Trainer:
         step, state, path = found
         state = upgrade_state(state)
         # keys added since the run was written take their defaults (which keep the old meaning)
-        stored = from_dict(state["config"]).to_dict()
-        mutable = set(RESUME_MUTABLE)
-        if self.cfg.train.lr_schedule != "constant":
-            mutable.discard("train.max_steps")  # where the learning-rate decay ends
-        changed = [
-            k
-            for k in diff_keys(stored, self.cfg.to_dict())
-            if k not in mutable and not k.startswith(RESUME_MUTABLE_SECTIONS)
-        ]
+        stored = from_dict(state["config"])
+        changed = changed_keys(stored, self.cfg, allowed=("nothing",))
+        if self.cfg.train.lr_schedule != "constant" and "train.max_steps" in diff_keys(
+            stored.to_dict(), self.cfg.to_dict()
+        ):
+            changed.append("train.max_steps")  # where the learning-rate decay ends
         if changed:
             why = (
                 " (with train.lr_schedule="

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config import Config, ConfigError, MethodConfig, option
+from ..config.schema import Config, ConfigError, MethodConfig, option
 from ..ema import ema_update, frozen_copy
 from ..losses import InfoNCE, jacobian_term
 from ..models import Codes, SemanticEncoder, build_encoder

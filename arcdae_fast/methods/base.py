@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..config import Config, MethodConfig
+from ..config.schema import Config, MethodConfig
 from ..losses.align import Gather
 
 

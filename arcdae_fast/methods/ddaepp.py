@@ -27,7 +27,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..config import Config, ConfigError, MethodConfig, option
+from ..config.schema import Config, ConfigError, MethodConfig, option
 from ..diffusion import VPSchedule
 from ..ema import ema_update, frozen_copy
 from ..losses import DiffusionLoss, InfoNCE

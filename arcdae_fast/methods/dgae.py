@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config, ConfigError, MethodConfig, option
+from ..config.schema import Config, ConfigError, MethodConfig, option
 from ..diffusion import VPSchedule, split_prediction
 from ..diffusion.flow import DENSITIES, SOLVERS, TIME_SCALE, FlowPath, flow_invert, flow_sample
 from ..losses import DiffusionLoss, gaussian_kl, reparameterize

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config import Config, MethodConfig, option
+from ..config.schema import Config, MethodConfig, option
 from ..diffusion import VPSchedule
 from ..losses import DiffusionLoss
 from ..models import SemanticEncoder, build_denoiser, build_encoder

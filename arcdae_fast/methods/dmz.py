@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config import Config, ConfigError, MethodConfig, option
+from ..config.schema import Config, ConfigError, MethodConfig, option
 from ..diffusion import VPSchedule
 from ..losses import DiffusionLoss, gaussian_kl, reparameterize
 from ..models import build_denoiser, build_encoder, build_vae_encoder

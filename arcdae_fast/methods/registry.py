@@ -47,9 +47,9 @@ def _load_entry_point(name: str) -> None:
 
 
 def get(name: str) -> type[Method]:
-    """The Method subclass registered as `name` (KeyError when there is none)."""
-    from . import arcdae, ddaepp, dgae, diffae, dmz  # noqa: F401  (the built-ins register on import)
-
+    """The Method subclass registered as `name` (KeyError when there is none). The built-ins
+    are registered already: importing this module runs the package's __init__, which imports
+    them."""
     if name not in METHODS:
         _load_entry_point(name)
     return METHODS[name]
@@ -57,6 +57,4 @@ def get(name: str) -> type[Method]:
 
 def names() -> list[str]:
     """Every registered method's name (the built-ins included)."""
-    from . import arcdae, ddaepp, dgae, diffae, dmz  # noqa: F401
-
     return sorted(METHODS)

@@ -10,7 +10,7 @@ modulate by AdaGN on the time embedding and, when `cond_dim` is set, on a vector
 
 from __future__ import annotations
 
-from ..config import ModelConfig
+from ..config.schema import ModelConfig
 from .encoder import Codes, SemanticEncoder
 from .layers import ARCHS
 from .unet import UNet

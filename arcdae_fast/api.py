@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from . import checkpoint, session
-from .config import ConfigError
+from .config.schema import ConfigError
 from .data.datasets import collate, load_image
 from .eval.codes import encode_split
 from .eval.data import split_dataset

@@ -40,7 +40,8 @@ from torch import nn
 
 from . import checkpoint, errors, methods, session
 from . import log as logs
-from .config import Config, load_config
+from .config.load import load_config
+from .config.schema import Config
 from .ema import frozen_copy
 from .errors import UserError
 from .methods import Method

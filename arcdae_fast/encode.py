@@ -33,7 +33,7 @@ import torch
 
 from . import checkpoint, errors, session
 from . import log as logs
-from .config import ConfigError
+from .config.schema import ConfigError
 from .data.datasets import ImageDataset
 from .eval.codes import batches
 from .eval.data import split_dataset

@@ -143,7 +143,7 @@ def _export_lines() -> list[str]:
 
 def keys(method: str = "arcdae") -> str:
     """Every config key for `method`: dotted name, type, default, meaning."""
-    from .config import key_table
+    from .config.load import key_table
 
     rows = key_table(method)
     width = max(len(r[0]) for r in rows)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from . import checkpoint, weights
-from .config import ConfigError
+from .config.schema import ConfigError
 from .diffusion import VPSchedule
 from .diffusion.solvers import solve
 from .ema import frozen_copy

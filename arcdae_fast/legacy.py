@@ -13,7 +13,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .config import from_dict, legacy_model
+from .config.aliases import legacy_model
+from .config.load import from_dict
 
 
 def upgrade_config(old: dict[str, Any]) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from torch.profiler import ProfilerActivity, profile
 from . import errors, session
 from . import log as logs
 from .checkpoint import atomic_write
-from .config import load_config
+from .config.load import load_config
 from .errors import doing, make_dir
 from .measure import PeakMemory, count_flops, known_peak, sync
 from .phases import BACKWARD, PREFIX, STEP, phase

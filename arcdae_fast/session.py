@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from . import checkpoint, distributed, fsdp, methods, weights
-from .config import Config, ConfigError, changed_keys, from_dict, with_overrides
+from .config.load import changed_keys, from_dict, with_overrides
+from .config.schema import Config, ConfigError
 from .data.datasets import DataError, ImageDataset, first_readable
 from .data.loader import build_dataset, make_loader, model_input
 from .ema import frozen_copy

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from . import distributed, evidence, fsdp
-from .config import Config, ConfigError, TrainConfig
+from .config.schema import Config, ConfigError, TrainConfig
 from .ema import ema_update, warmup_decay
 from .methods import Method, RandomInputs
 from .phases import phase

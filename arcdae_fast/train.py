@@ -26,14 +26,8 @@ from tqdm import tqdm
 
 from . import checkpoint, distributed, errors, phases, session, tracking
 from . import log as logs
-from .config import (
-    Config,
-    ConfigError,
-    changed_keys,
-    diff_keys,
-    from_dict,
-    load_config,
-)
+from .config.load import changed_keys, diff_keys, from_dict, load_config
+from .config.schema import Config, ConfigError
 from .data.datasets import first_readable
 from .data.loader import model_input
 from .errors import Aborted, check_writable, make_dir

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from . import checkpoint, errors, session, tracking
 from . import log as logs
-from .config import ConfigError
+from .config.schema import ConfigError
 from .ema import ema_update, warmup_decay
 from .eval.codes import encode_split
 from .eval.data import split_dataset

@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 
 from arcdae_fast.config import ConfigError, from_dict, load_config
-from arcdae_fast.data.datasets import DataError, class_folders, load_image
+from arcdae_fast.data.datasets import DataError, load_image
+from arcdae_fast.data.layouts.imagenet import class_folders
 from arcdae_fast.data.loader import build_dataset
 from arcdae_fast.data.sampler import ResumableBatchSampler
 from arcdae_fast.diffusion.flow import FlowPath, flow_invert, flow_sample

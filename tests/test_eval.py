@@ -14,8 +14,9 @@ from skimage.metrics import structural_similarity
 from sklearn.metrics import average_precision_score
 
 from arcdae_fast import checkpoint
-from arcdae_fast.data.annotated import celebahq_format, lfw_format
 from arcdae_fast.data.datasets import DataError
+from arcdae_fast.data.layouts.celebahq import celebahq_format
+from arcdae_fast.data.layouts.lfw import lfw_format
 from arcdae_fast.eval import fid as fid_mod
 from arcdae_fast.eval.cli import main as eval_main
 from arcdae_fast.eval.data import seeded_split

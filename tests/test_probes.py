@@ -15,8 +15,9 @@ import torch
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import average_precision_score
 
-from arcdae_fast.data.arrays import cifar10, fashion_mnist, read_idx
 from arcdae_fast.data.datasets import DataError
+from arcdae_fast.data.layouts.cifar10 import cifar10
+from arcdae_fast.data.layouts.fashion_mnist import fashion_mnist, read_idx
 from arcdae_fast.eval import registry
 from arcdae_fast.eval.cli import main as eval_main
 from arcdae_fast.eval.probe import (

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from ..data import layout, layouts  # noqa: F401  (layouts: the built-ins register)
 from ..methods import registry
 from .aliases import REMOVED, flatten, new_keys, replace_removed_value, set_key, translate
 from .schema import Config, ConfigError, MethodConfig, changes_of, fields_of, plain
@@ -141,6 +142,10 @@ def from_dict(raw: dict[str, Any], notes: list[str] | None = None) -> Config:
     cfg.notes = ["config: " + n for n in dict.fromkeys(notes) if " -> " not in n]
     if renamed:
         cfg.notes.append("config: old key names (still accepted): " + ", ".join(renamed))
+    if cfg.data.dataset not in layout.LAYOUTS:
+        raise ConfigError(
+            f"config: data.dataset must be one of {layout.names()}, got {cfg.data.dataset!r}"
+        )
     _checks(cfg, cfg)
     return cfg
 

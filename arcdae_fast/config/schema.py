@@ -61,23 +61,12 @@ class DataConfig:
     CHANGES: ClassVar[str] = "training"
     dataset: str = option(
         "synthetic",
-        choices=(
-            "synthetic",
-            "folder",
-            "ffhq",
-            "celeba",
-            "celebahq",
-            "lfw",
-            "imagenet",
-            "prepared",
-            "fashion_mnist",
-            "cifar10",
-        ),
         doc="synthetic: the bundled generator; folder: any image tree; celebahq: CelebAMask-HQ's "
         "layout with its attributes; lfw: LFW with lfw_attributes.txt; imagenet: "
         "train/<class>/ and val/<class>/; prepared: the output of python -m "
         "arcdae_fast.data.prepare; fashion_mnist: the IDX files (default root: Debian's "
-        "dataset-fashion-mnist); cifar10: the cifar-10-batches-py folder",
+        "dataset-fashion-mnist); cifar10: the cifar-10-batches-py folder; one of the "
+        "layouts in arcdae_fast/data/layouts/ (checked by config/load.py)",
     )
     root: str | None = option(
         None, doc="dataset folder (synthetic: generated there if missing)", changes="nothing"

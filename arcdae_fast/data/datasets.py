@@ -1,5 +1,5 @@
-"""Image datasets read with PIL: image folders (recursive), FFHQ, CelebA-format (CelebA itself
-and the bundled synthetic faces), ImageNet's class-folder layout. Items are indexed by the
+"""The image dataset every layout builds (data/layouts/): files read with PIL, with their
+annotations (binary attributes, continuous factors, class labels). Items are indexed by the
 sampler's (index, flip) pairs, or (index, flip, crop position) with data.crop=random.
 
 An image that cannot be decoded is not fatal: the item comes back as `Skipped`, the collate
@@ -17,30 +17,9 @@ import torch
 from PIL import Image
 
 from ..errors import UserError
-from .attrs import SPLITS, AnnotationError, read_partition, read_table
 from .decode import DEFAULT_MAX_PIXELS, ImageError, decode
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
-
-FFHQ_HELP = (
-    "FFHQ is not downloaded automatically. Get it from "
-    "https://github.com/NVlabs/ffhq-dataset (the 'thumbnails128x128' folder for 128 px "
-    "training, or 'images1024x1024'), keep its layout (numbered subfolders 00000/, "
-    "01000/, ... holding the PNGs) and set data.root to that folder, e.g. "
-    "`python -m arcdae_fast.train --config ffhq.yaml data.root=/data/ffhq/thumbnails128x128`."
-)
-IMAGENET_HELP = (
-    "ImageNet is not downloaded automatically. Get ILSVRC-2012 (https://image-net.org) and lay "
-    "it out with class subfolders: ROOT/train/<wnid>/*.JPEG and ROOT/val/<wnid>/*.JPEG (the "
-    "validation images sorted into their classes, e.g. with the common valprep.sh), then set "
-    "data.root=ROOT."
-)
-CELEBA_HELP = (
-    "CelebA is not downloaded automatically. Get it from "
-    "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html and lay it out as "
-    "ROOT/img_align_celeba/*.jpg, ROOT/list_attr_celeba.txt and "
-    "ROOT/list_eval_partition.txt, then set data.root=ROOT."
-)
 
 
 class DataError(UserError, ValueError):
@@ -215,73 +194,3 @@ def collate(items: list[dict | Skipped]) -> dict:
         if "label" in good[0]:
             out["label"] = torch.tensor([it["label"] for it in good])
     return out
-
-
-def celeba_format(
-    root: Path, resolution: int, split: str, crop_box=None, help_text: str = ""
-) -> ImageDataset:
-    """A CelebA-layout folder: img_align_celeba/ + list_attr_celeba.txt (+ partition,
-    + list_factors.txt for the bundled data). Attribute rows must match the image files."""
-    img_dir = root / "img_align_celeba"
-    if not img_dir.is_dir():
-        raise DataError(f"expected the folder {img_dir} (CelebA layout). {help_text}".strip())
-    present = {p.name for p in list_images(img_dir, help_text)}
-    try:
-        names, files, attrs = read_table(root / "list_attr_celeba.txt")
-        missing = [f for f in files if f not in present]
-        if missing:
-            raise DataError(
-                f"{root / 'list_attr_celeba.txt'} lists {len(missing)} image(s) not "
-                f"in {img_dir}, e.g. {missing[:3]}: the attribute file does not "
-                "match the images"
-            )
-        keep = np.arange(len(files))
-        if split != "all":
-            part = read_partition(root / "list_eval_partition.txt")
-            keep = np.array(
-                [i for i, f in enumerate(files) if part.get(f) == SPLITS[split]], dtype=np.int64
-            )
-            if keep.size == 0:
-                raise DataError(f"split {split!r} selects no images in {root}")
-        factors = fnames = None
-        if (root / "list_factors.txt").is_file():
-            fnames, ffiles, factors = read_table(root / "list_factors.txt", np.float32)
-            if ffiles != files:
-                raise DataError(
-                    f"{root / 'list_factors.txt'} does not list the same images "
-                    "as list_attr_celeba.txt"
-                )
-            factors = factors[keep]
-    except AnnotationError as e:
-        raise DataError(str(e)) from None
-    return ImageDataset(
-        [img_dir / files[i] for i in keep],
-        resolution,
-        attrs=attrs[keep],
-        attr_names=names,
-        factors=factors,
-        factor_names=fnames,
-        crop_box=crop_box,
-    )
-
-
-def class_folders(root: Path, resolution: int, split: str) -> ImageDataset:
-    """ImageNet's layout: ROOT/train/<class>/* and ROOT/val/<class>/* (split train: train;
-    valid and test: val; all: both)."""
-    parts = {"train": ("train",), "valid": ("val",), "test": ("val",), "all": ("train", "val")}
-    files: list[Path] = []
-    names: list[str] = []
-    for part in parts[split]:
-        folder = Path(root) / part
-        if not folder.is_dir():
-            raise DataError(f"expected the folder {folder} (ImageNet layout). {IMAGENET_HELP}")
-        classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
-        if not classes:
-            raise DataError(f"{folder} has no class subfolders. {IMAGENET_HELP}")
-        names = names or classes
-        if classes != names:
-            raise DataError(f"{folder} has other class folders than {parts[split][0]}/")
-        files += list_images(folder, IMAGENET_HELP)
-    index = {c: i for i, c in enumerate(names)}
-    labels = np.array([index[f.relative_to(root).parts[1]] for f in files], dtype=np.int64)
-    return ImageDataset(files, resolution, labels=labels, class_names=names)

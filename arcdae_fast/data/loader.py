@@ -4,82 +4,33 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import DataConfig
-from . import arrays, dali, lifeline, synthetic
-from ._prepare_worker import CELEBA_CROP_BOX
-from .annotated import CELEBAHQ_HELP, LFW_HELP, celebahq_format, lfw_format
-from .datasets import (
-    CELEBA_HELP,
-    FFHQ_HELP,
-    IMAGENET_HELP,
-    DataError,
-    ImageDataset,
-    celeba_format,
-    class_folders,
-    collate,
-    list_images,
-)
+from ..config.schema import DataConfig
+from . import dali, layout, layouts, lifeline  # noqa: F401  (layouts: the built-ins register)
+from .arrays import ArrayDataset
+from .datasets import DataError, ImageDataset, collate
 from .sampler import ResumableBatchSampler
 
 
-def default_root(cfg: DataConfig) -> Path:
-    return Path(cfg.root) if cfg.root else Path("data") / f"synthetic_faces_{cfg.synthetic_size}"
-
-
 def build_dataset(cfg: DataConfig) -> ImageDataset:
-    """The dataset named by cfg.dataset (the bundled one generated on first use), decoding
-    with data.max_image_pixels as its limit."""
-    ds = _build_dataset(cfg)
+    """The dataset data.dataset names (data/layouts/; the bundled one generated on first
+    use), decoding with data.max_image_pixels as its limit."""
+    found = layout.get(cfg.dataset)
+    if found.needs_root and not cfg.root:
+        raise DataError(
+            f"data.root is not set for data.dataset={cfg.dataset!r}. {found.help}".strip()
+        )
+    ds = found.build(cfg)
     ds.max_pixels = cfg.max_image_pixels
     return ds
 
 
-def _build_dataset(cfg: DataConfig) -> ImageDataset:
-    if cfg.dataset == "synthetic":
-        root = default_root(cfg)
-        synthetic.generate(root, cfg.synthetic_count, cfg.synthetic_size)
-        return celeba_format(root, cfg.resolution, cfg.split)
-    if cfg.dataset == "fashion_mnist":
-        return arrays.fashion_mnist(cfg.root, cfg.resolution, cfg.split)
-    if cfg.dataset == "cifar10":
-        return arrays.cifar10(cfg.root, cfg.resolution, cfg.split)
-    if not cfg.root:
-        help_text = {
-            "ffhq": FFHQ_HELP,
-            "celeba": CELEBA_HELP,
-            "celebahq": CELEBAHQ_HELP,
-            "lfw": LFW_HELP,
-            "imagenet": IMAGENET_HELP,
-        }.get(cfg.dataset, "")
-        raise DataError(
-            f"data.root is not set for data.dataset={cfg.dataset!r}. {help_text}".strip()
-        )
-    root = Path(cfg.root).expanduser()
-    if cfg.dataset == "prepared":
-        return prepared_dataset(root, cfg.resolution, cfg.split)
-    if cfg.dataset == "celebahq":
-        return celebahq_format(root, cfg.resolution)
-    if cfg.dataset == "lfw":
-        return lfw_format(root, cfg.resolution)
-    if cfg.dataset == "imagenet":
-        return class_folders(root, cfg.resolution, cfg.split)
-    if cfg.dataset == "celeba":
-        if not root.exists():
-            raise DataError(f"data.root {str(root)!r} does not exist. {CELEBA_HELP}")
-        return celeba_format(
-            root,
-            cfg.resolution,
-            cfg.split,
-            CELEBA_CROP_BOX if cfg.celeba_crop else None,
-            CELEBA_HELP,
-        )
-    help_text = FFHQ_HELP if cfg.dataset == "ffhq" else ""
-    return ImageDataset(list_images(root, help_text), cfg.resolution)
+def has_partition(cfg: DataConfig) -> bool:
+    """Whether the dataset carries an official train/valid/test split."""
+    return layout.get(cfg.dataset).partition(cfg)
 
 
 def make_loader(
@@ -96,7 +47,7 @@ def make_loader(
     """The input pipeline data.loader asks for: (iterable of batches, description). auto:
     DALI when importable (GPU decoding on CUDA), else the torch DataLoader."""
     device = torch.device(device)
-    if isinstance(dataset, arrays.ArrayDataset):
+    if isinstance(dataset, ArrayDataset):
         if cfg.loader == "dali":
             raise DataError(
                 f"data.loader=dali reads image files; data.dataset={cfg.dataset!r} is held in "
@@ -142,36 +93,6 @@ def make_loader(
         world_size=world_size,
         pin_memory=device.type == "cuda",
     ), (f"torch DataLoader + PIL{why}")
-
-
-def has_partition(cfg: DataConfig) -> bool:
-    """Whether the dataset carries an official train/valid/test split (CelebA's layout;
-    ImageNet's train/val)."""
-    if cfg.dataset in ("synthetic", "celeba", "imagenet", "fashion_mnist", "cifar10"):
-        return True
-    return (
-        cfg.dataset == "prepared"
-        and bool(cfg.root)
-        and (Path(cfg.root).expanduser() / "list_eval_partition.txt").is_file()
-    )
-
-
-def prepared_dataset(root: Path, resolution: int, split: str) -> ImageDataset:
-    """The output of `python -m arcdae_fast.data.prepare` (its manifest lists the images)."""
-    import json
-
-    manifest = root / "manifest.jsonl"
-    if not manifest.is_file():
-        raise DataError(
-            f"{root} is not a prepared dataset (no {manifest.name}); write one with "
-            f"`python -m arcdae_fast.data.prepare --src SRC --out {root} --size N`"
-        )
-    if (root / "list_attr_celeba.txt").is_file():  # a prepared CelebA-layout dataset
-        return celeba_format(root, resolution, split)
-    entries = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
-    if not entries:
-        raise DataError(f"{manifest} lists no images")
-    return ImageDataset([root / e["file"] for e in entries], resolution)
 
 
 def build_loader(

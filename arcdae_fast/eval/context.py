@@ -13,7 +13,7 @@ import torch
 from skimage.metrics import structural_similarity
 from tqdm import tqdm
 
-from ..config import Config, EvalConfig
+from ..config.schema import Config, EvalConfig
 from ..data.datasets import ImageDataset
 from ..latent import LatentDDIM
 from ..nn.weights import WeightsError

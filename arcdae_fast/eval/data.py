@@ -8,7 +8,7 @@ import dataclasses
 
 import numpy as np
 
-from ..config import DataConfig
+from ..config.schema import DataConfig
 from ..data.datasets import ImageDataset
 from ..data.loader import build_dataset, has_partition
 

@@ -1,6 +1,5 @@
-"""Annotated face datasets for evaluation (and training): CelebA-HQ with its 40 attributes
-(CelebAMask-HQ's layout) and LFW with Kumar et al.'s 73 continuous attributes. Neither has an
-official train/valid/test split; evaluation splits them with a seed (arcdae_fast/eval)."""
+"""LFW with Kumar et al.'s 73 continuous attributes (lfw_attributes.txt); no official
+split."""
 
 from __future__ import annotations
 
@@ -8,15 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .attrs import AnnotationError, read_table
-from .datasets import DataError, ImageDataset, list_images
+from ...config.schema import DataConfig
+from ..datasets import DataError, ImageDataset
+from ..layout import register, root_of
 
-CELEBAHQ_HELP = (
-    "CelebA-HQ is not downloaded automatically. Get CelebAMask-HQ "
-    "(https://github.com/switchablenorms/CelebAMask-HQ) and lay it out as "
-    "ROOT/CelebA-HQ-img/<n>.jpg and ROOT/CelebAMask-HQ-attribute-anno.txt, then set "
-    "data.root=ROOT."
-)
 LFW_HELP = (
     "LFW is not downloaded automatically. Get the images (http://vis-www.cs.umass.edu/lfw/, "
     "lfw.tgz or lfw-deepfunneled.tgz) and the attributes (lfw_attributes.txt, "
@@ -26,22 +20,9 @@ LFW_HELP = (
 )
 
 
-def celebahq_format(root: Path, resolution: int) -> ImageDataset:
-    img_dir, anno = Path(root) / "CelebA-HQ-img", Path(root) / "CelebAMask-HQ-attribute-anno.txt"
-    if not img_dir.is_dir():
-        raise DataError(f"expected the folder {img_dir}. {CELEBAHQ_HELP}")
-    present = {p.name for p in list_images(img_dir, CELEBAHQ_HELP)}
-    try:
-        names, files, attrs = read_table(anno)
-    except AnnotationError as e:
-        raise DataError(f"{e}. {CELEBAHQ_HELP}") from None
-    missing = [f for f in files if f not in present]
-    if missing:
-        raise DataError(
-            f"{anno} lists {len(missing)} image(s) not in {img_dir}, e.g. {missing[:3]}: the "
-            "attribute file does not match the images"
-        )
-    return ImageDataset([img_dir / f for f in files], resolution, attrs=attrs, attr_names=names)
+@register("lfw", help=LFW_HELP)
+def lfw(cfg: DataConfig) -> ImageDataset:
+    return lfw_format(root_of(cfg, LFW_HELP), cfg.resolution)
 
 
 def read_lfw_attributes(path: Path) -> tuple[list[str], list[tuple[str, int]], np.ndarray]:

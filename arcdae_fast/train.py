@@ -16,15 +16,13 @@ import dataclasses
 import logging
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
-from tqdm import tqdm
 
-from . import checkpoint, distributed, errors, phases, session, tracking
+from . import checkpoint, distributed, errors, hooks, phases, session, tracking
 from . import log as logs
 from .config.load import changed_keys, diff_keys, from_dict, load_config
 from .config.schema import Config, ConfigError
@@ -145,13 +143,13 @@ class Trainer:
                 "being written"
             )
 
-    def _save(self, step: int) -> Path | None:
+    def save(self, step: int) -> Path | None:
         """Every rank calls it (FSDP: every rank writes its shards; else rank 0 writes)."""
         if self.dist is not None and not self.s.sharded:
             distributed.check_replicas(self.s.method, self.s.device)
         return self.s.save(self.ckpt_dir, step, self.cfg.train.keep_checkpoints)
 
-    def _grid(self, step: int, fixed: torch.Tensor, nets: Any) -> None:
+    def grid(self, step: int, fixed: torch.Tensor, nets: Any) -> None:
         path = self.out / "samples" / f"recon_{step:08d}.png"
         reconstruction_grid(
             path,
@@ -265,7 +263,7 @@ class Trainer:
             if self.tracker:
                 self.tracker.close()
 
-    def _evaluate(self, step: int, nets: Any) -> dict[str, float]:
+    def evaluate(self, step: int, nets: Any) -> dict[str, float]:
         """eval.during_training on the EMA weights, on subsets (eval.during_training_images
         per split), reported on the validation split; the training's random state is left as
         it was (the bit-exact resume holds)."""
@@ -330,26 +328,25 @@ class Trainer:
         """Data parallel: true on every rank when true on any (single process: the flag)."""
         return flag if self.dist is None else distributed.any_rank(flag, self.s.device)
 
+    def nets(self, step: int) -> Any:
+        """The evaluation weights at `step`, built once for the hooks that ask (FSDP: every
+        rank must ask)."""
+        if self._nets[0] != step:
+            self._nets = (step, self.s.eval_nets())
+        return self._nets[1]
+
     def _loop(self, step_fn: ReferenceStep, loader: Any, start: int, fixed: torch.Tensor) -> int:
+        """The step sequence; everything else is a hook (arcdae_fast/hooks.py)."""
         tc = self.cfg.train
-        logged = (*self.s.method.terms(), "grad_norm")
         per_rank = tc.batch_size // self.world
-        bar = tqdm(
-            total=tc.max_steps,
-            initial=start,
-            disable=not self.progress,
-            unit="step",
-            dynamic_ncols=True,
-            mininterval=0.5,
-        )
-        window: dict[str, float] = {}
-        phases.timing(self.main)
-        n_win, imgs, skipped, t0 = 0, 0, 0, time.perf_counter()
-        said = time.monotonic()
+        jobs = [hooks.Metrics(self, start), hooks.Evaluation(), hooks.Grids(fixed)]
+        jobs.append(hooks.Checkpoints())
+        self.stop, self.last_checkpoint, self._nets = False, None, (None, None)
         step = start
         with _Signals() as sig:
             for batch in loader:
-                skipped += batch["skipped"]
+                for h in jobs:
+                    h.on_batch(self, batch)
                 rows = batch["image"].shape[0] if "image" in batch else 0
                 # data parallel: the gathered InfoNCE needs every rank's full share
                 if self._agree(rows == 0 or (self.dist is not None and rows != per_rank)):
@@ -361,66 +358,28 @@ class Trainer:
                     step += 1
                     continue
                 x0 = model_input(batch["image"], self.s.device, self.cfg.data.channels_last)
-                inputs = self.s.inputs(x0, step)
                 try:
-                    out = step_fn(x0, inputs, step)
+                    out = step_fn(x0, self.s.inputs(x0, step), step)
                 except NonFiniteLoss as e:
                     return self._nonfinite(e)
                 step += 1
-                for k in logged:
-                    if k in out:
-                        window[k] = window.get(k, 0.0) + float(out[k])
-                n_win, imgs = n_win + 1, imgs + x0.shape[0] * self.world
-                stop = self._agree(sig.signum is not None)
-                if self.main and (step % tc.log_every == 0 or step == tc.max_steps):
-                    dt = time.perf_counter() - t0
-                    phase_ms = {f"ms_{k}": 1e3 * v / n_win for k, v in phases.take().items()}
-                    rec = {
-                        **{k: v / n_win for k, v in window.items()},
-                        "img_per_s": imgs / dt,
-                        "lr": self.s.scheduler.get_last_lr()[0],
-                        "skipped_images": skipped,
-                        **phase_ms,  # host time per phase of a step (CUDA: issue time)
-                    }
-                    self.tracker.scalars(step, rec)
-                    bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rec['img_per_s']:.1f}")
-                    if not self.progress and time.monotonic() - said >= 30 or step == tc.max_steps:
-                        said = time.monotonic()  # no bar (a log file): a line per 30 s
-                        log.info(
-                            f"step {step}/{tc.max_steps}: loss {rec['loss']:.4f}, "
-                            f"{rec['img_per_s']:.1f} img/s"
-                        )
-                    window, n_win, imgs, t0 = {}, 0, 0, time.perf_counter()
-                bar.update(1)
-                evaluate = bool(tc.eval_every) and step % tc.eval_every == 0
-                grid = bool(tc.sample_every) and step % tc.sample_every == 0
-                nets = self.s.eval_nets() if evaluate or grid else None  # FSDP: all ranks
-                if self.main and evaluate:
-                    rec = self._evaluate(step, nets)
-                    self.tracker.scalars(step, rec)
-                    if "eval_probe_ap" in rec:
-                        bar.set_postfix(ap=f"{rec['eval_probe_ap']:.3f}")
-                if self.main and grid:
-                    self._grid(step, fixed, nets)
-                done = step >= tc.max_steps
-                if done or step % tc.ckpt_every == 0 or stop:
-                    path = self._save(step)
-                if stop:
-                    bar.close()
+                self.stop = self._agree(sig.signum is not None)
+                for h in jobs:
+                    h.after_step(self, step, out, x0.shape[0])
+                self._nets = (None, None)
+                if self.stop:
+                    self.bar.close()
                     signum = sig.signum or signal.SIGTERM  # a rank that was not signalled
                     self._say(
                         f"stopped by {signal.Signals(signum).name} at step {step}; "
-                        f"checkpoint {path}"
+                        f"checkpoint {self.last_checkpoint}"
                     )
                     return 128 + signum
-                if done:
+                if step >= tc.max_steps:
                     break
-        bar.close()
-        if tc.sample_every and step % tc.sample_every:
-            nets = self.s.eval_nets()  # FSDP: all ranks
-            if self.main:
-                self._grid(step, fixed, nets)
-        self._say(f"done: {step} steps; checkpoint {path}")
+        for h in jobs:
+            h.at_end(self, step)
+        self._say(f"done: {step} steps; checkpoint {self.last_checkpoint}")
         return 0
 
 

@@ -27,8 +27,8 @@ class DyingTrainer(Trainer):
     """With DIE_AT_STEP=N, rank DIE_RANK (default 1) kills itself (SIGKILL, no cleanup) right
     after the step-N checkpoint call, on the first attempt only (torchrun restarts count)."""
 
-    def _save(self, step):
-        path = super()._save(step)
+    def save(self, step):
+        path = super().save(step)
         first = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
         if first and step == int(os.environ.get("DIE_AT_STEP", -1)):
             if rank == os.environ.get("DIE_RANK", "1"):

@@ -174,7 +174,7 @@ class ReferenceStep:
         parallel: str = "ddp",
         grad_accum: int = 1,
     ):
-        self.model, self.ema, self.opt, self.sched = method, ema, optimizer, scheduler
+        self.method, self.ema, self.opt, self.sched = method, ema, optimizer, scheduler
         self.grad_clip, self.ema_decay, self.dist = grad_clip, ema_decay, dist
         self.grad_accum = grad_accum
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -190,7 +190,7 @@ class ReferenceStep:
         return fwd
 
     def forward(self, x0: torch.Tensor, inputs: RandomInputs, step: int) -> dict:
-        return self.runner(x0, inputs, self.model.flags(step))
+        return self.runner(x0, inputs, self.method.flags(step))
 
     def _check_finite(self, out: dict, step: int, device: torch.device) -> None:
         finite = bool(torch.isfinite(out["loss"]))
@@ -201,7 +201,7 @@ class ReferenceStep:
             raise NonFiniteLoss(f"non-finite loss at step {step} ({terms})")
 
     def __call__(self, x0: torch.Tensor, inputs: RandomInputs, step: int) -> dict:
-        self.model.train()
+        self.method.train()
         self.opt.zero_grad(set_to_none=True)
         k, m = self.grad_accum, x0.shape[0] // self.grad_accum
         total: dict = {}
@@ -216,7 +216,7 @@ class ReferenceStep:
             if self.ddp and not last:
                 sync = self.runner.no_sync()
             if self.fsdp and k > 1:
-                fsdp.set_gradient_sync(list(self.model.trainable().values()), last)
+                fsdp.set_gradient_sync(list(self.method.trainable().values()), last)
             with phase("backward"), sync:
                 (out["loss"] / k).backward()
             for name, v in out.items():
@@ -230,8 +230,8 @@ class ReferenceStep:
             self.opt.step()
             self.sched.step()
         with phase("ema"):
-            self.model.update_targets()
-            ema_update(self.ema, self.model.trainable(), warmup_decay(self.ema_decay, step))
+            self.method.update_targets()
+            ema_update(self.ema, self.method.trainable(), warmup_decay(self.ema_decay, step))
         # copies: with CUDA graphs the outputs' memory is reused by the next replay
         out = {name: v.detach().clone() for name, v in out.items()}
         if self.dist is not None:
@@ -298,7 +298,7 @@ class FastStep(ReferenceStep):
         if self.cuda_graphs:  # a new iteration: the previous replay's outputs are dead
             torch.compiler.cudagraph_mark_step_begin()
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        return self.runner(x0.contiguous(memory_format=fmt), inputs, self.model.flags(step))
+        return self.runner(x0.contiguous(memory_format=fmt), inputs, self.method.flags(step))
 
 
 def build_step(

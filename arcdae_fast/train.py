@@ -221,7 +221,6 @@ class Trainer:
         if self.main:
             self._prepare_folders()
         self.s = session.build(cfg, dist=self.dist)
-        self.model = self.s.method
         for note in cfg.notes:
             self._say(note)
         if self.main:

@@ -54,6 +54,6 @@ def local(v):
 
 
 torch.save(
-    {k: local(v) for k, v in trainer.model.state_dict().items()}, Path(out) / f"rank{rank}.pt"
+    {k: local(v) for k, v in trainer.s.method.state_dict().items()}, Path(out) / f"rank{rank}.pt"
 )
 sys.exit(code)

@@ -47,23 +47,15 @@ def make_loader(
     """The input pipeline data.loader asks for: (iterable of batches, description). auto:
     DALI when importable (GPU decoding on CUDA), else the torch DataLoader."""
     device = torch.device(device)
-    if isinstance(dataset, ArrayDataset):
-        if cfg.loader == "dali":
-            raise DataError(
-                f"data.loader=dali reads image files; data.dataset={cfg.dataset!r} is held in "
-                "memory as arrays: use data.loader=torch (or auto)"
-            )
-        return build_loader(
-            dataset,
-            cfg,
-            batch_size,
-            seed=seed,
-            start_step=start_step,
-            rank=rank,
-            world_size=world_size,
-            pin_memory=device.type == "cuda",
-        ), "torch DataLoader (in-memory arrays)"
-    use_dali = cfg.loader == "dali" or (cfg.loader == "auto" and dali.dali_available() is None)
+    arrays = isinstance(dataset, ArrayDataset)
+    if arrays and cfg.loader == "dali":
+        raise DataError(
+            f"data.loader=dali reads image files; data.dataset={cfg.dataset!r} is held in "
+            "memory as arrays: use data.loader=torch (or auto)"
+        )
+    use_dali = not arrays and (
+        cfg.loader == "dali" or (cfg.loader == "auto" and dali.dali_available() is None)
+    )
     if use_dali:
         loader = dali.DaliLoader(
             dataset,
@@ -83,6 +75,7 @@ def make_loader(
         where = "GPU (nvJPEG)" if device.type == "cuda" else "CPU"
         return loader, f"DALI, decoding on the {where}"
     why = "" if cfg.loader == "torch" else f" ({dali.dali_available()})"
+    how = "torch DataLoader (in-memory arrays)" if arrays else f"torch DataLoader + PIL{why}"
     return build_loader(
         dataset,
         cfg,
@@ -92,7 +85,7 @@ def make_loader(
         rank=rank,
         world_size=world_size,
         pin_memory=device.type == "cuda",
-    ), (f"torch DataLoader + PIL{why}")
+    ), how
 
 
 def build_loader(

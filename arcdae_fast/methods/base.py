@@ -206,7 +206,7 @@ class Method(nn.Module):
             model = fn(den) if fn else den
             return solve(model, z, self.schedule, x_T, steps, solver or "ddim", param)
 
-    def ddim_inversion(self, fn, x0: torch.Tensor, z, steps: int, nets=None) -> torch.Tensor:
+    def ddim_invert(self, fn, x0: torch.Tensor, z, steps: int, nets=None) -> torch.Tensor:
         """The deterministic DDIM run backwards, x0 -> x_T (as ddim_decode)."""
         from ..diffusion import ddim_invert
 

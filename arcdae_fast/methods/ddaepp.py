@@ -223,7 +223,7 @@ class DDAEPP(Method):
         return self.ddim_decode(_code_denoiser, z, x_T, steps, nets, solver)
 
     def invert(self, x0, z, *, steps, nets=None) -> torch.Tensor:
-        return self.ddim_inversion(_code_denoiser, x0, z, steps, nets)
+        return self.ddim_invert(_code_denoiser, x0, z, steps, nets)
 
 
 def _code_denoiser(den: SelfCondUNet):

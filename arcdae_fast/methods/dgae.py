@@ -244,7 +244,7 @@ class DGAE(Method):
 
     def invert(self, x0, z, *, steps, nets=None) -> torch.Tensor:
         if self.flow is None:
-            return self.ddim_inversion(self._vp_denoiser, x0, z, steps, nets)
+            return self.ddim_invert(self._vp_denoiser, x0, z, steps, nets)
         den = self.nets(nets)["denoiser"]
         with evaluating(den):
             return flow_invert(self._velocity(den, z), x0, steps, self.mcfg.solver)

@@ -89,4 +89,4 @@ class DiffAE(Method):
         return self.ddim_decode(None, z, x_T, steps, nets, solver)
 
     def invert(self, x0, z, *, steps, nets=None) -> torch.Tensor:
-        return self.ddim_inversion(None, x0, z, steps, nets)
+        return self.ddim_invert(None, x0, z, steps, nets)

@@ -163,7 +163,7 @@ class DMZ(Method):
         return self.ddim_decode(self.sampler_fn, z, x_T, steps, nets, solver)
 
     def invert(self, x0, z, *, steps, nets=None) -> torch.Tensor:
-        return self.ddim_inversion(self.sampler_fn, x0, z, steps, nets)
+        return self.ddim_invert(self.sampler_fn, x0, z, steps, nets)
 
 
 def _as_map(z: torch.Tensor) -> torch.Tensor:

@@ -14,43 +14,19 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from . import checkpoint, weights
-from .config.schema import ConfigError
+from .config.schema import ConfigError, LatentConfig
 from .diffusion import VPSchedule
 from .diffusion.solvers import solve
 from .ema import frozen_copy
 from .models.latentnet import MLPSkipNet
 
-
-@dataclass
-class LatentSettings:
-    hidden: int = 2048
-    layers: int = 10
-    steps: int = 395_000  # DiffAE: 101M samples at batch 256
-    batch_size: int = 256
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    ema: float = 0.9999
-    loss: str = "l1"
-    schedule: str = "const0.008"
-    T: int = 1000
-    sample_steps: int = 20
-    seed: int = 0
-
-    def check(self) -> None:
-        if self.loss not in ("l1", "l2"):
-            raise ValueError(f"latent loss must be l1 or l2, got {self.loss!r}")
-        for k in ("hidden", "layers", "steps", "batch_size", "T", "sample_steps"):
-            if not isinstance(getattr(self, k), int) or getattr(self, k) < 1:
-                raise ValueError(f"latent {k} must be an int >= 1, got {getattr(self, k)!r}")
-        if not 0 <= self.ema < 1:
-            raise ValueError(f"latent ema must be in [0, 1), got {self.ema!r}")
+OLD_NAMES = {"steps": "max_steps", "ema": "ema_decay"}  # latent.pt files before the section
 
 
 class LatentDDIM(nn.Module):
@@ -61,7 +37,7 @@ class LatentDDIM(nn.Module):
         shape: tuple[int, ...],
         mean: torch.Tensor,
         std: torch.Tensor,
-        settings: LatentSettings,
+        settings: LatentConfig,
     ):
         super().__init__()
         settings.check()
@@ -131,7 +107,8 @@ class LatentDDIM(nn.Module):
     @classmethod
     def from_state(cls, state: dict) -> LatentDDIM:
         w = state["weights"]
-        m = cls(tuple(state["shape"]), w["mean"], w["std"], LatentSettings(**state["settings"]))
+        settings = {OLD_NAMES.get(k, k): v for k, v in state["settings"].items()}
+        m = cls(tuple(state["shape"]), w["mean"], w["std"], LatentConfig(**settings))
         m.load_state_dict(w)
         return m
 

@@ -2,13 +2,18 @@
 [--batch-size B] [--hidden H] [--layers L] [--lr LR] [--ema D] [--sample-steps S]
 [--ckpt-every K] [--seed S] [--no-progress] [section.key=value ...]`
 
+The settings are the config's `latent` section (`latent.max_steps`, `latent.hidden`, ...;
+`python -m arcdae_fast.info --keys`); each flag is a short name of one of its keys (--steps:
+latent.max_steps, --ema: latent.ema_decay), and `latent.KEY=VALUE` works as well.
+
 Trains DiffAE's latent DDIM (arcdae_fast/latent.py; its defaults are DiffAE's FFHQ-128
 latent model) on the codes of a trained run's training split (its EMA weights), so that
 `python -m arcdae_fast.sample --run DIR` draws unconditional images. Writes, under --out
 (default RUN/latent):
 
     codes.pt                the encoded training codes (kept: a rerun reuses them)
-    settings.json           the settings; a rerun with other settings (but --steps) is refused
+    settings.json           the latent section; a rerun that changes a key other than
+                            max_steps, sample_steps or ckpt_every is refused
     checkpoints/ckpt_N.pt   atomic, every --ckpt-every steps and at the end (newest 3 kept)
     metrics.jsonl           step, loss (every 50 steps)
     latent.pt               the final sampler, which `sample` and `arcdae_fast.api` load
@@ -32,15 +37,28 @@ from tqdm import tqdm
 
 from . import checkpoint, errors, session, tracking
 from . import log as logs
-from .config.schema import ConfigError
+from .config.load import changed_keys
+from .config.schema import Config, ConfigError, LatentConfig
 from .ema import ema_update, warmup_decay
 from .eval.codes import encode_split
 from .eval.data import split_dataset
-from .latent import LatentDDIM, LatentSettings
+from .latent import OLD_NAMES, LatentDDIM
 
 log = logging.getLogger(__spec__.name)  # not __name__: "__main__" under python -m
 
 LOG_EVERY = 50
+FLAGS = {  # short flags of the latent section's keys
+    "--steps": "max_steps",
+    "--batch-size": "batch_size",
+    "--hidden": "hidden",
+    "--layers": "layers",
+    "--lr": "lr",
+    "--ema": "ema_decay",
+    "--loss": "loss",
+    "--sample-steps": "sample_steps",
+    "--ckpt-every": "ckpt_every",
+    "--seed": "seed",
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,45 +67,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    d = LatentSettings()
     p.add_argument("--run", type=Path, required=True, help="the trained run folder")
     p.add_argument("--ckpt", type=Path, default=None, help="a checkpoint (default: the newest)")
     p.add_argument("--out", type=Path, default=None, help="default: RUN/latent")
     checkpoint.add_trust_flag(p)
     logs.add_flags(p)
-    for flag, key in [
-        ("--steps", "steps"),
-        ("--batch-size", "batch_size"),
-        ("--hidden", "hidden"),
-        ("--layers", "layers"),
-        ("--sample-steps", "sample_steps"),
-        ("--seed", "seed"),
-    ]:
-        p.add_argument(flag, type=int, default=getattr(d, key), help=f"default {getattr(d, key)}")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"default {d.lr}")
-    p.add_argument("--ema", type=float, default=d.ema, help=f"default {d.ema}")
-    p.add_argument("--loss", default=d.loss, choices=("l1", "l2"))
-    p.add_argument("--ckpt-every", type=int, default=5000)
+    for flag, key in FLAGS.items():
+        default = getattr(LatentConfig(), key)
+        p.add_argument(flag, type=type(default), default=None, help=f"latent.{key} ({default})")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", metavar="section.key=value")
     a = p.parse_intermixed_args(argv)
-    a.settings = LatentSettings(
-        hidden=a.hidden,
-        layers=a.layers,
-        steps=a.steps,
-        batch_size=a.batch_size,
-        lr=a.lr,
-        ema=a.ema,
-        loss=a.loss,
-        sample_steps=a.sample_steps,
-        seed=a.seed,
-    )
-    try:
-        a.settings.check()
-    except ValueError as e:
-        p.error(str(e))
-    if a.ckpt_every < 1:
-        p.error("--ckpt-every must be >= 1")
+    for flag, key in FLAGS.items():
+        value = getattr(a, flag[2:].replace("-", "_"))
+        if value is not None:
+            a.overrides.append(f"latent.{key}={value}")
     return a
 
 
@@ -127,19 +121,23 @@ def _code_shape(run: session.TrainedRun) -> tuple[int, ...]:
         return tuple(run.method.encode(probe, run.ema).shape[1:])
 
 
-def _check_settings(out: Path, s: LatentSettings, run: session.TrainedRun) -> None:
+def _check_settings(out: Path, s: LatentConfig, run: session.TrainedRun) -> None:
+    """A rerun may change only the keys that change nothing (max_steps, sample_steps,
+    ckpt_every: schema.py's metadata); the settings go to out/settings.json."""
     path = out / "settings.json"
-    want = {**dataclasses.asdict(s), "checkpoint": run.checkpoint.name}  # a moved run resumes
     if path.is_file():
         have = json.loads(path.read_text())
-        have["checkpoint"] = Path(have.get("checkpoint", "")).name  # older files: a full path
-        changed = [k for k in want if k != "steps" and have.get(k) != want[k]]
+        was = Path(have.pop("checkpoint", "")).name  # older files: a full path
+        old = LatentConfig(**{OLD_NAMES.get(k, k): v for k, v in have.items()})
+        changed = changed_keys(Config(latent=old), Config(latent=s), ("nothing",), "latent")
+        if was != run.checkpoint.name:
+            changed.append(f"the run's checkpoint ({was} -> {run.checkpoint.name})")
         if changed:
             raise ConfigError(
                 f"train_latent: {out} holds a latent model with other settings "
-                f"({', '.join(f'{k}: {have.get(k)!r} -> {want[k]!r}' for k in changed)}); "
-                "use another --out or the same settings"
+                f"({', '.join(changed)}); use another --out or the same settings"
             )
+    want = {**dataclasses.asdict(s), "checkpoint": run.checkpoint.name}  # a moved run resumes
     checkpoint.atomic_write(
         path, lambda f: f.write(json.dumps(want, indent=1).encode()), "settings"
     )
@@ -149,7 +147,7 @@ def train(a: argparse.Namespace) -> int:
     run = session.load_run(a.run, a.ckpt, a.overrides)
     for note in run.notes:
         log.info(note)
-    s: LatentSettings = a.settings
+    s: LatentConfig = run.cfg.latent
     out = a.out or Path(a.run) / "latent"
     errors.make_dir(out)
     errors.check_writable(out)
@@ -180,26 +178,26 @@ def train(a: argparse.Namespace) -> int:
         checkpoint.save(out / "checkpoints", k, state)
 
     bar = tqdm(
-        total=s.steps, initial=step, disable=not logs.bars(a.no_progress), desc="latent DDIM"
+        total=s.max_steps, initial=step, disable=not logs.bars(a.no_progress), desc="latent DDIM"
     )
     # the run's own sinks (train.loggers), under the latent folder
     sink = tracking.Tracker(out, run.cfg.train.loggers, dataclasses.asdict(s), step)
     for note in sink.notes:
         log.info(f"note: {note}")
     try:
-        while step < s.steps:
+        while step < s.max_steps:
             idx = torch.randint(len(codes), (s.batch_size,), generator=gen, device=run.device)
             loss = model.loss(codes[idx], gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            ema_update(model.ema, model.net, warmup_decay(s.ema, step))
+            ema_update(model.ema, model.net, warmup_decay(s.ema_decay, step))
             step += 1
             bar.update(1)
-            if step % LOG_EVERY == 0 or step == s.steps:
+            if step % LOG_EVERY == 0 or step == s.max_steps:
                 sink.scalars(step, {"loss": loss.item()})
                 bar.set_postfix(loss=f"{loss.item():.4f}")
-            if step % a.ckpt_every == 0 or step == s.steps:
+            if step % s.ckpt_every == 0 or step == s.max_steps:
                 save(step)
     finally:
         bar.close()

@@ -5,8 +5,9 @@ recovers its mean and covariance."""
 import pytest
 import torch
 
+from arcdae_fast.config.schema import LatentConfig
 from arcdae_fast.ema import ema_update, warmup_decay
-from arcdae_fast.latent import LatentDDIM, LatentSettings
+from arcdae_fast.latent import LatentDDIM
 from arcdae_fast.models.latentnet import MLPSkipNet
 
 
@@ -32,17 +33,17 @@ def test_latent_ddim_recovers_a_gaussian_codes_mean_and_covariance():
     a = torch.tensor([[1.0, 0, 0, 0], [0.8, 0.6, 0, 0], [0, 0, 0.5, 0], [0, 0, -0.3, 0.2]])
     cov = a @ a.T
     codes = mean + torch.randn(20000, d, generator=g) @ a.T
-    s = LatentSettings(hidden=64, layers=3, steps=1000, batch_size=256, lr=2e-3, ema=0.995)
+    s = LatentConfig(hidden=64, layers=3, max_steps=1000, batch_size=256, lr=2e-3, ema_decay=0.995)
     m = LatentDDIM((d,), codes.mean(0), codes.std(0), s)
     untrained = m.sample(4000, steps=100, generator=torch.Generator().manual_seed(1))
     opt = torch.optim.AdamW(m.net.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-    for step in range(s.steps):
+    for step in range(s.max_steps):
         idx = torch.randint(len(codes), (s.batch_size,), generator=g)
         loss = m.loss(codes[idx], g)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        ema_update(m.ema, m.net, warmup_decay(s.ema, step))
+        ema_update(m.ema, m.net, warmup_decay(s.ema_decay, step))
     x = m.sample(4000, steps=100, generator=torch.Generator().manual_seed(1))
     assert x.shape == (4000, d)
     # measured: mean within 0.013, covariance entries within 0.16 (of entries up to 1; the
@@ -58,6 +59,6 @@ def test_latent_ddim_recovers_a_gaussian_codes_mean_and_covariance():
 
 def test_latent_settings_errors():
     with pytest.raises(ValueError, match="loss"):
-        LatentSettings(loss="huber").check()
+        LatentConfig(loss="huber").check()
     with pytest.raises(ValueError, match="ema"):
-        LatentSettings(ema=1.0).check()
+        LatentConfig(ema_decay=1.0).check()

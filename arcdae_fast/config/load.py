@@ -16,7 +16,8 @@ import yaml
 from ..data import layout, layouts  # noqa: F401  (layouts: the built-ins register)
 from ..methods import registry
 from .aliases import REMOVED, flatten, new_keys, replace_removed_value, set_key, translate
-from .schema import Config, ConfigError, MethodConfig, changes_of, fields_of, plain
+from .option import fields_of, plain
+from .schema import Config, ConfigError, MethodConfig, changes_of
 
 
 # ---- building and validating ----------------------------------------------------------------
@@ -251,11 +252,18 @@ def diff_keys(a: dict, b: dict) -> list[str]:
     return [k for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
 
 
-def changed_keys(old: Config, new: Config, allowed: tuple[str, ...]) -> list[str]:
+def changed_keys(
+    old: Config, new: Config, allowed: tuple[str, ...], section: str | None = None
+) -> list[str]:
     """The dotted keys that differ between two configs and whose `changes` (schema.py) is
     not in `allowed`: the resume check allows ("nothing",), the load check ("nothing",
-    "training")."""
-    return [k for k in diff_keys(old.to_dict(), new.to_dict()) if changes_of(new, k) not in allowed]
+    "training"). `section`: only its keys (train_latent: "latent"); None: the autoencoder's
+    (every section but `latent`, which only train_latent reads)."""
+    keys = diff_keys(old.to_dict(), new.to_dict())
+    mine = [
+        k for k in keys if (k.split(".")[0] == section if section else k.split(".")[0] != "latent")
+    ]
+    return [k for k in mine if changes_of(new, k) not in allowed]
 
 
 def describe(cls: type, prefix: str) -> list[tuple[str, str, Any, str]]:

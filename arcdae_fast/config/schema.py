@@ -24,36 +24,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..errors import UserError
+from .option import CHANGE_LEVELS, ConfigError, fields_of, option, plain, section
 
-CHANGE_LEVELS = ("nothing", "training", "network")
-
-
-class ConfigError(UserError, ValueError):
-    """A configuration problem, reported to the user without a traceback."""
-
-
-# A config key: its default and how it is checked; `doc` shows in --help listings.
-def option(
-    default: Any,
-    *,
-    choices: tuple | None = None,
-    min: float | None = None,
-    max: float | None = None,
-    doc: str = "",
-    changes: str | None = None,
-) -> Any:
-    """A key; `changes`: what a new value changes (CHANGE_LEVELS; None: its section's)."""
-    if changes is not None and changes not in CHANGE_LEVELS:
-        raise ValueError(f"changes must be one of {CHANGE_LEVELS}, got {changes!r}")
-    meta = {"choices": choices, "min": min, "max": max, "doc": doc, "changes": changes}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def _section(cls: type, doc: str = "") -> Any:
-    return field(default_factory=cls, metadata={"doc": doc})
+__all__ = ["CHANGE_LEVELS", "ConfigError", "option"]
 
 
 @dataclass
@@ -182,8 +155,8 @@ class ModelConfig:
         "per-head qkv); adm_conv: the engine's first, lighter denoiser (conv resampling, "
         "two-conv encoder blocks)",
     )
-    denoiser: DenoiserConfig = _section(DenoiserConfig)
-    encoder: EncoderConfig = _section(EncoderConfig)
+    denoiser: DenoiserConfig = section(DenoiserConfig)
+    encoder: EncoderConfig = section(EncoderConfig)
     attn_backend: str = option(
         "auto",
         choices=("auto", "sdpa", "flash_attn", "xformers"),
@@ -432,29 +405,54 @@ class TrainConfig:
 
 
 @dataclass
+class LatentConfig:
+    """DiffAE's latent DDIM over a trained run's codes (python -m arcdae_fast.train_latent,
+    arcdae_fast/latent.py); defaults: DiffAE's FFHQ-128 latent model. What a key changes
+    refers to the latent model: the autoencoder's run never reads this section."""
+
+    CHANGES: ClassVar[str] = "network"
+    hidden: int = option(2048, min=1, doc="MLPSkipNet width")
+    layers: int = option(10, min=1, doc="MLPSkipNet layers")
+    loss: str = option("l1", choices=("l1", "l2"), doc="eps-prediction loss")
+    schedule: str = option("const0.008", doc="VP schedule (DiffAE: a constant beta of 0.008)")
+    T: int = option(1000, min=2)
+    max_steps: int = option(
+        395_000, min=1, changes="nothing", doc="training steps (DiffAE: 101M codes at batch 256)"
+    )
+    batch_size: int = option(256, min=1, changes="training")
+    lr: float = option(1e-4, min=0.0, changes="training")
+    weight_decay: float = option(0.01, min=0.0, changes="training")
+    ema_decay: float = option(0.9999, min=0.0, changes="training")
+    seed: int = option(0, min=0, max=2**63 - 1, changes="training")
+    sample_steps: int = option(20, min=1, changes="nothing", doc="DDIM steps when sampling")
+    ckpt_every: int = option(5000, min=1, changes="nothing")
+
+    def check(self, cfg: Config | None = None) -> None:
+        if self.loss not in ("l1", "l2"):
+            raise ConfigError(f"config: latent.loss must be l1 or l2, got {self.loss!r}")
+        for k in ("hidden", "layers", "max_steps", "batch_size", "T", "sample_steps"):
+            v = getattr(self, k)
+            if not isinstance(v, int) or v < 1:
+                raise ConfigError(f"config: latent.{k} must be an int >= 1, got {v!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"config: latent.ema_decay must be in [0, 1), got {self.ema_decay!r}")
+
+
+@dataclass
 class Config:
-    data: DataConfig = _section(DataConfig)
-    model: ModelConfig = _section(ModelConfig)
-    diffusion: DiffusionConfig = _section(DiffusionConfig)
-    method: MethodConfig = _section(MethodConfig)
-    ops: OpsConfig = _section(OpsConfig)
-    train: TrainConfig = _section(TrainConfig)
-    eval: EvalConfig = _section(EvalConfig)
+    data: DataConfig = section(DataConfig)
+    model: ModelConfig = section(ModelConfig)
+    diffusion: DiffusionConfig = section(DiffusionConfig)
+    method: MethodConfig = section(MethodConfig)
+    ops: OpsConfig = section(OpsConfig)
+    train: TrainConfig = section(TrainConfig)
+    eval: EvalConfig = section(EvalConfig)
+    latent: LatentConfig = section(LatentConfig)
     # what the alias translation renamed (not part of the configuration)
     notes: list[str] = field(default_factory=list, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: plain(getattr(self, f.name)) for f in fields_of(type(self))}
-
-
-def fields_of(cls: type) -> list[dataclasses.Field]:
-    return [f for f in dataclasses.fields(cls) if f.name != "notes"]
-
-
-def plain(v: Any) -> Any:
-    if dataclasses.is_dataclass(v):
-        return {f.name: plain(getattr(v, f.name)) for f in fields_of(type(v))}
-    return list(v) if isinstance(v, tuple) else v
 
 
 def changes_of(cfg: Config, key: str) -> str:

@@ -19,6 +19,8 @@ also stops every worker when one dies.
 from __future__ import annotations
 
 import os
+import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -136,9 +138,32 @@ def peer_lost(e: BaseException) -> bool:
     )
 
 
-def teardown() -> None:
-    if dist.is_initialized():
+def finish(ok: bool) -> None:
+    """End this rank's part in the group. After a run that ended well: a barrier, then
+    destroy_process_group (a rank that tears down while a slower one still talks can hang
+    both: pytorch/pytorch#75097). After a failure: no collective at all (destroying the group
+    while a peer may be inside a collective can deadlock, as torchtitan found,
+    pytorch/torchtitan#1342); the process's exit releases it."""
+    if dist.is_initialized() and ok:
+        dist.barrier()
         dist.destroy_process_group()
+
+
+def exit_guard(rc: int, seconds: float = 60.0) -> None:
+    """After a rank's work has ended with exit status `rc`: if the process is still alive
+    `seconds` later (a thread or a library's exit handler holding it), say so and end it
+    with `rc`. A finished job must not hold its devices until its wall time."""
+
+    def fire() -> None:
+        time.sleep(seconds)
+        sys.stderr.write(
+            f"rank {os.environ.get('RANK', '?')}: still alive {seconds:g} s after the run "
+            f"ended (exit status {rc}); forcing the exit\n"
+        )
+        sys.stderr.flush()
+        os._exit(rc)
+
+    threading.Thread(target=fire, name="exit-guard", daemon=True).start()
 
 
 def gather_rows(x: torch.Tensor, with_grad: bool) -> torch.Tensor:

@@ -163,13 +163,16 @@ class Trainer:
 
     def run(self) -> int:
         fresh = self.main and not self.out.exists()
+        ok = False
         try:
             try:
-                return self._run()
+                rc = self._run()
             except _ToEager:  # from the last checkpoint, with the eager step from now on
                 self.cfg = copy.copy(self.cfg)
                 self.cfg.train = dataclasses.replace(self.cfg.train, step="reference")
-                return self._run()
+                rc = self._run()
+            ok = rc == 0
+            return rc
         except errors.UserError as e:
             if self.dist is not None:
                 distributed.report_failure(self.dist.rank, str(e))
@@ -187,7 +190,7 @@ class Trainer:
                 raise
             raise self._peer_lost(e, first) from e
         finally:
-            distributed.teardown()
+            distributed.finish(ok)
 
     def _peer_lost(self, e: BaseException, first: str) -> errors.PeerLost:
         """A collective failed here: name the rank that failed and its error when it said
@@ -419,7 +422,10 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out or Path("runs") / Path(args.config).stem)
         return Trainer(cfg, out, progress=not args.no_progress).run()
 
-    return errors.run(work)
+    rc = errors.run(work)
+    if distributed.from_env() is not None:  # torchrun: this rank ends, whatever holds it
+        distributed.exit_guard(rc)
+    return rc
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch.distributed.tensor import DTensor
 
-from arcdae_fast import errors
+from arcdae_fast import distributed, errors
 from arcdae_fast.config import load_config
 from arcdae_fast.train import Trainer
 
@@ -56,4 +56,5 @@ def local(v):
 torch.save(
     {k: local(v) for k, v in trainer.s.method.state_dict().items()}, Path(out) / f"rank{rank}.pt"
 )
+distributed.exit_guard(code)  # as python -m arcdae_fast.train under torchrun
 sys.exit(code)

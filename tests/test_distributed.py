@@ -200,3 +200,29 @@ def test_a_rank_that_raises_is_named_by_the_other(tiny_config_file, tmp_path):
     assert len(lines) == 1, err[-3000:]
     assert "rank 1 failed: RuntimeError: injected failure at step 2" in lines[0], lines[0]
     assert "lost its network" not in lines[0]
+
+
+def test_a_process_that_a_thread_holds_after_its_run_is_ended():
+    """The exit guard: a rank whose work is done but that something keeps alive (here a
+    non-daemon thread) ends with its exit status after the grace period, saying why."""
+    code = (
+        "import threading, time\n"
+        "from arcdae_fast import distributed\n"
+        "threading.Thread(target=time.sleep, args=(1000,)).start()\n"
+        "distributed.exit_guard(3, 1.0)\n"
+    )
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3 and "forcing the exit" in r.stderr
+    assert time.monotonic() - t0 < 30
+
+
+def test_finished_ddp_runs_exit_every_time(tiny_config_file, tmp_path):
+    """A finished 2-rank run exits, run after run (one of two identical runs once hung at
+    exit; the ranks now meet at a barrier before destroying the group, and an exit guard
+    ends a rank that something still holds). REPEAT=10 in the environment runs it 10x."""
+    repeat = int(os.environ.get("REPEAT", "3"))
+    for i in range(repeat):
+        t0 = time.monotonic()
+        err = torchrun(tiny_config_file, tmp_path / f"r{i}", "train.max_steps=2")
+        assert "done: 2 steps" in err and time.monotonic() - t0 < 300, err[-2000:]

@@ -66,6 +66,13 @@ def report() -> str:
     from .step import cpu_bf16_flags
 
     lines.append(f"methods: {', '.join(methods.names())}")
+    from .data import layout, layouts  # noqa: F401  (layouts: the built-ins register)
+
+    lines.append(f"datasets (data.dataset): {', '.join(layout.names())}")
+    if importlib.util.find_spec("sklearn") is not None:  # the eval extra
+        from .eval import registry
+
+        lines.append(f"evaluation suites: {', '.join(registry.load())}")
     lines.append(f"CPU native bf16: {', '.join(cpu_bf16_flags()) or 'none (AVX2 or older)'}")
     env = _backends.ENV_VAR
     lines.append(

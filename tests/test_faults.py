@@ -112,6 +112,40 @@ def test_disk_full_mid_run_keeps_the_previous_checkpoint(
     assert run(tiny_config_file, out, "--max-steps", "4", "train.ckpt_every=2") == 0  # resumes
 
 
+@pytest.mark.parametrize(
+    "code, words",
+    [
+        (errno.EROFS, "read-only file system"),
+        (errno.EBUSY, "device or resource busy"),
+        (errno.EACCES, "permission denied"),
+    ],
+)
+def test_a_checkpoints_folder_that_fails_mid_run_is_one_line_and_resumes(
+    code, words, tiny_config_file, tmp_path, capsys, monkeypatch
+):
+    """checkpoints/ turns read-only, busy or forbidden between two checkpoints: one line
+    naming the file, the reason and the intact checkpoint; no temp file; the same command
+    resumes once the folder is back."""
+    saves = []
+    real = torch.save
+
+    def fails(obj, f, *a, **k):
+        saves.append(1)
+        if len(saves) == 2:
+            raise OSError(code, os.strerror(code))
+        return real(obj, f, *a, **k)
+
+    monkeypatch.setattr(checkpoint.torch, "save", fails)
+    out = tmp_path / "run"
+    assert run(tiny_config_file, out, "--max-steps", "6", "train.ckpt_every=2") == 1
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    one_line_error(err, f"cannot write checkpoint {out / 'checkpoints' / 'ckpt_00000004.pt'}")
+    assert words in err.lower() and "ckpt_00000002.pt is intact" in err
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]
+    assert run(tiny_config_file, out, "--max-steps", "4", "train.ckpt_every=2") == 0
+
+
 def test_leftover_temp_files_are_removed_and_never_taken_for_checkpoints(
     tiny_config_file, tmp_path, capsys
 ):

@@ -263,8 +263,12 @@ def test_classify_suite_a_plugin_suite_and_fail_fast(
     run = tmp_path / "run"
     data = ["data.dataset=fashion_mnist", f"data.root={fashion_root}", "data.resolution=16"]
     argv = ["--config", str(tiny_config_file), "--out", str(run), "--no-progress", *data]
-    assert train_main([*argv, "--max-steps", "2", "train.sample_every=0"]) == 0
-    ev = ["--run", str(run), "--no-progress", "eval.knn_k=5"]
+    during = ["train.eval_every=2", "eval.during_training=[classify]", "eval.baselines=false"]
+    during += ["eval.during_training_images=16"]
+    assert train_main([*argv, "--max-steps", "2", "train.sample_every=0", *during]) == 0
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert 0 <= [r for r in rows if "eval_classify_top1" in r][0]["eval_classify_knn"] <= 1
+    ev = ["--run", str(run), "--no-progress", "eval.knn_k=5", "eval.baselines=true"]
     assert eval_main([*ev, "--suite", "classify"]) == 0
     r = json.loads((run / "eval" / "00000002" / "eval.json").read_text())["suites"]["classify"]
     assert r["classes"] == 10

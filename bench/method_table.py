@@ -83,6 +83,8 @@ def one(a, method: str, seed: int) -> dict:
     preset, extra = PRESETS[method]
     out = a.runs / a.data / f"{method}-s{seed}"
     data = [f"data.dataset={a.data}", "data.resolution=32", f"train.seed={seed}"]
+    if a.root:
+        data.append(f"data.root={a.root}")
     if a.data == "synthetic":
         data.append("data.synthetic_count=2048")
     train_args = [
@@ -255,10 +257,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--during-images", type=int, default=1000)
     p.add_argument("--eval-images", type=int, default=5000, help="images per split (0: all)")
     p.add_argument("--methods", default=",".join(PRESETS))
+    p.add_argument("--seeds", type=int, default=0, help="at most this many seeds (0: the table's)")
+    p.add_argument("--root", default=None, help="data.root (default: the layout's)")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "method_table")
     p.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
     a = p.parse_args(argv)
-    chosen = {m: SEEDS[m] for m in a.methods.split(",")}
+    chosen = {m: min(SEEDS[m], a.seeds or SEEDS[m]) for m in a.methods.split(",")}
     recs = []
     for method, seed in order(chosen):
         print(f"{time.strftime('%H:%M:%S')} {method} seed {seed}", flush=True)

@@ -2,6 +2,7 @@
 with the environment; the timing itself is a benchmark, not a test."""
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -52,3 +53,30 @@ def test_bench_step_runs_and_writes_csv(tmp_path, tiny_config_file):
     (row,) = list(csv.DictReader(out.open()))
     assert row["provider"] == "reference-fp32" and row["metric"] == "img/s"
     assert float(row["value"]) > 0 and int(row["peak_mem_bytes"]) > 0
+
+
+def test_method_table_runs_trains_evaluates_and_resumes(tmp_path):
+    """bench/method_table.py end to end on a Fashion-MNIST-layout fixture (IDX files written
+    here): one method, one seed, a few steps; a second call reuses the finished run."""
+    import numpy as np
+    from test_probes import write_idx
+
+    root = tmp_path / "fm"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for part, n in (("train", 120), ("t10k", 40)):
+        write_idx(
+            root / f"{part}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28), np.uint8)
+        )
+        write_idx(root / f"{part}-labels-idx1-ubyte.gz", (np.arange(n) % 10).astype(np.uint8))
+    cmd = [sys.executable, str(BENCH / "method_table.py"), "--methods", "arcdae", "--seeds", "1"]
+    cmd += ["--steps", "2", "--batch", "8", "--eval-every", "1", "--during-images", "16"]
+    cmd += ["--eval-images", "40", "--root", str(root), "--runs", str(tmp_path / "runs")]
+    cmd += ["--results", str(tmp_path / "res")]
+    for _ in range(2):
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    md = (tmp_path / "res" / "method_table_fashion_mnist.md").read_text()
+    assert "| arcdae |" in md and (tmp_path / "res" / "method_table_fashion_mnist.png").is_file()
+    (rec,) = json.loads((tmp_path / "res" / "method_table_fashion_mnist.json").read_text())
+    assert rec["images_seen"] == 16 and len(rec["curve"]) == 2

@@ -126,7 +126,7 @@ def one(a, method: str, seed: int) -> dict:
         *extra,
         *data,
         f"eval.max_images={a.eval_images}",
-        "eval.recon_images=64",
+        f"eval.recon_images={a.recon_images}",
         "eval.recon_steps=20",
         "eval.steps_grid=[1,2,5,10]",
         "eval.baselines=true",
@@ -257,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--during-images", type=int, default=1000)
     p.add_argument("--eval-images", type=int, default=5000, help="images per split (0: all)")
     p.add_argument("--methods", default=",".join(PRESETS))
+    p.add_argument("--recon-images", type=int, default=64, help="images of recon and steps")
     p.add_argument("--seeds", type=int, default=0, help="at most this many seeds (0: the table's)")
     p.add_argument("--root", default=None, help="data.root (default: the layout's)")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "method_table")

@@ -71,7 +71,8 @@ def test_method_table_runs_trains_evaluates_and_resumes(tmp_path):
         write_idx(root / f"{part}-labels-idx1-ubyte.gz", (np.arange(n) % 10).astype(np.uint8))
     cmd = [sys.executable, str(BENCH / "method_table.py"), "--methods", "arcdae", "--seeds", "1"]
     cmd += ["--steps", "2", "--batch", "8", "--eval-every", "1", "--during-images", "16"]
-    cmd += ["--eval-images", "40", "--root", str(root), "--runs", str(tmp_path / "runs")]
+    cmd += ["--eval-images", "40", "--recon-images", "4", "--root", str(root)]
+    cmd += ["--runs", str(tmp_path / "runs")]
     cmd += ["--results", str(tmp_path / "res")]
     for _ in range(2):
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

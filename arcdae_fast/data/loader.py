@@ -19,10 +19,8 @@ def build_dataset(cfg: DataConfig) -> ImageDataset:
     """The dataset data.dataset names (data/layouts/; the bundled one generated on first
     use), decoding with data.max_image_pixels as its limit."""
     found = layout.get(cfg.dataset)
-    if found.needs_root and not cfg.root:
-        raise DataError(
-            f"data.root is not set for data.dataset={cfg.dataset!r}. {found.help}".strip()
-        )
+    if found.needs_root:
+        layout.root_of(cfg, found.help)  # data.root unset: the one error, with the help
     ds = found.build(cfg)
     ds.max_pixels = cfg.max_image_pixels
     return ds

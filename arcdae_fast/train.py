@@ -22,13 +22,13 @@ from typing import Any
 import torch
 import yaml
 
-from . import checkpoint, distributed, errors, hooks, phases, session, tracking
+from . import checkpoint, distributed, errors, hooks, loop, phases, session, tracking
 from . import log as logs
 from .config.load import changed_keys, diff_keys, from_dict, load_config
 from .config.schema import Config, ConfigError
 from .data.datasets import first_readable
 from .data.loader import model_input
-from .errors import Aborted, check_writable, make_dir
+from .errors import check_writable, make_dir
 from .legacy import upgrade_state
 from .step import NonFiniteLoss, ReferenceStep
 from .viz import reconstruction_grid
@@ -38,33 +38,6 @@ log = logging.getLogger(__spec__.name)  # not __name__: "__main__" under python 
 
 class _ToEager(Exception):
     """A compiled run's non-finite loss under train.on_nonfinite=eager: restart eager."""
-
-
-class _Signals:
-    """First SIGINT/SIGTERM: stop after the current step (checkpoint saved). Second: abort."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> _Signals:
-        for s in (signal.SIGINT, signal.SIGTERM):
-            self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None:
-            raise Aborted(
-                signum,
-                f"aborted at once by a second {signal.Signals(signum).name}; the checkpoints "
-                "written so far are intact",
-            )
-        self.signum = signum
-        log.warning(f"received {signal.Signals(signum).name}: saving a checkpoint after this step")
-
-    def __exit__(self, *exc: Any) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
 
 
 def checkpoint_bytes(s: session.Session) -> int:
@@ -338,51 +311,48 @@ class Trainer:
         return self._nets[1]
 
     def _loop(self, step_fn: ReferenceStep, loader: Any, start: int, fixed: torch.Tensor) -> int:
-        """The step sequence; everything else is a hook (arcdae_fast/hooks.py)."""
+        """The step; everything else is a hook (arcdae_fast/hooks.py) run by arcdae_fast/loop.py."""
         tc = self.cfg.train
         per_rank = tc.batch_size // self.world
-        jobs = [hooks.Metrics(self, start), hooks.Evaluation(), hooks.Grids(fixed)]
-        jobs.append(hooks.Checkpoints())
-        self.stop, self.last_checkpoint, self._nets = False, None, (None, None)
-        step = start
-        with _Signals() as sig:
-            for batch in loader:
-                for h in jobs:
-                    h.on_batch(self, batch)
-                rows = batch["image"].shape[0] if "image" in batch else 0
-                # data parallel: the gathered InfoNCE needs every rank's full share
-                if self._agree(rows == 0 or (self.dist is not None and rows != per_rank)):
-                    self._say(
-                        f"warning: unreadable images left the batch of step {step} "
-                        f"{'empty' if self.dist is None else 'short on some rank'}; "
-                        "skipping the step"
-                    )
-                    step += 1
-                    continue
-                x0 = model_input(batch["image"], self.s.device, self.cfg.data.channels_last)
-                try:
-                    out = step_fn(x0, self.s.inputs(x0, step), step)
-                except NonFiniteLoss as e:
-                    return self._nonfinite(e)
-                step += 1
-                self.stop = self._agree(sig.signum is not None)
-                for h in jobs:
-                    h.after_step(self, step, out, x0.shape[0])
-                self._nets = (None, None)
-                if self.stop:
-                    self.bar.close()
-                    signum = sig.signum or signal.SIGTERM  # a rank that was not signalled
-                    self._say(
-                        f"stopped by {signal.Signals(signum).name} at step {step}; "
-                        f"checkpoint {self.last_checkpoint}"
-                    )
-                    return 128 + signum
-                if step >= tc.max_steps:
-                    break
-        for h in jobs:
-            h.at_end(self, step)
-        self._say(f"done: {step} steps; checkpoint {self.last_checkpoint}")
+        terms = (*self.s.method.terms(), "grad_norm")
+        jobs = [
+            hooks.Metrics(self, start, tc.max_steps, tc.log_every, terms, self._lr),
+            hooks.Evaluation(),
+            hooks.Grids(fixed),
+            hooks.Checkpoints(tc.ckpt_every, tc.max_steps),
+        ]
+        self.last_checkpoint, self._nets = None, (None, None)
+
+        def train_step(batch: dict, step: int) -> tuple[dict, int] | None:
+            self._nets = (None, None)  # the last step's evaluation weights
+            rows = batch["image"].shape[0] if "image" in batch else 0
+            # data parallel: the gathered InfoNCE needs every rank's full share
+            if self._agree(rows == 0 or (self.dist is not None and rows != per_rank)):
+                self._say(
+                    f"warning: unreadable images left the batch of step {step} "
+                    f"{'empty' if self.dist is None else 'short on some rank'}; "
+                    "skipping the step"
+                )
+                return None
+            x0 = model_input(batch["image"], self.s.device, self.cfg.data.channels_last)
+            return step_fn(x0, self.s.inputs(x0, step), step), x0.shape[0]
+
+        try:
+            end = loop.run(self, loader, train_step, jobs, start, tc.max_steps, self._agree)
+        except NonFiniteLoss as e:
+            return self._nonfinite(e)
+        if end.signum is not None:
+            self.bar.close()
+            self._say(
+                f"stopped by {signal.Signals(end.signum).name} at step {end.step}; "
+                f"checkpoint {self.last_checkpoint}"
+            )
+            return 128 + end.signum
+        self._say(f"done: {end.step} steps; checkpoint {self.last_checkpoint}")
         return 0
+
+    def _lr(self) -> float:
+        return self.s.scheduler.get_last_lr()[0]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

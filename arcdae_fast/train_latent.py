@@ -15,10 +15,13 @@ latent model) on the codes of a trained run's training split (its EMA weights), 
     settings.json           the latent section; a rerun that changes a key other than
                             max_steps, sample_steps or ckpt_every is refused
     checkpoints/ckpt_N.pt   atomic, every --ckpt-every steps and at the end (newest 3 kept)
-    metrics.jsonl           step, loss (every 50 steps)
+    metrics.jsonl           the mean loss of every 50 steps, img/s (a resume cuts back lines
+                            past its checkpoint)
     latent.pt               the final sampler, which `sample` and `arcdae_fast.api` load
 
-Run the same command again after an interruption and it resumes from the newest checkpoint,
+It runs on the same loop as `train` (arcdae_fast/loop.py, with its Metrics and Checkpoints
+hooks): SIGINT/SIGTERM finish the current step, save a checkpoint and exit (130/143). Run
+the same command again after an interruption and it resumes from the newest checkpoint,
 exactly (the batch sampler's generator is in the checkpoint); a larger --steps continues a
 finished run.
 """
@@ -29,13 +32,15 @@ import argparse
 import dataclasses
 import json
 import logging
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
-from tqdm import tqdm
 
-from . import checkpoint, errors, session, tracking
+from . import checkpoint, errors, hooks, loop, phases, session, tracking
 from . import log as logs
 from .config.load import changed_keys
 from .config.schema import Config, ConfigError, LatentConfig
@@ -143,6 +148,36 @@ def _check_settings(out: Path, s: LatentConfig, run: session.TrainedRun) -> None
     )
 
 
+class _Trainer:
+    """What the shared loop's hooks (arcdae_fast/hooks.py) ask of a trainer: a single
+    process that logs to `tracker`, shows `bar` and saves with `save`."""
+
+    main, world = True, 1
+
+    def __init__(self, model: LatentDDIM, opt: Any, gen: torch.Generator, out: Path, bars: bool):
+        self.model, self.opt, self.gen, self.out, self.progress = model, opt, gen, out, bars
+
+    def save(self, step: int) -> Path:
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "generator": self.gen.get_state(),
+            "step": step,
+        }
+        return checkpoint.save(self.out / "checkpoints", step, state)
+
+    def resume(self, device: torch.device) -> int:
+        found = checkpoint.load_latest(self.out / "checkpoints", map_location=device)
+        if not found:
+            return 0
+        step, state, path = found
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.gen.set_state(state["generator"].cpu() if device.type == "cpu" else state["generator"])
+        log.info(f"resuming from {path} (step {step})")
+        return step
+
+
 def train(a: argparse.Namespace) -> int:
     run = session.load_run(a.run, a.ckpt, a.overrides)
     for note in run.notes:
@@ -151,6 +186,8 @@ def train(a: argparse.Namespace) -> int:
     out = a.out or Path(a.run) / "latent"
     errors.make_dir(out)
     errors.check_writable(out)
+    for p in (*checkpoint.remove_leftovers(out), *checkpoint.remove_leftovers(out / "checkpoints")):
+        log.info(f"removed {p} (left by an interrupted write)")
     _check_settings(out, s, run)
     codes = codes_of(run, out, logs.bars(a.no_progress)).to(run.device)
     if len(codes) < 2:
@@ -159,49 +196,51 @@ def train(a: argparse.Namespace) -> int:
     model = LatentDDIM(codes.shape[1:], flat.mean(0), flat.std(0), s).to(run.device)
     opt = torch.optim.AdamW(model.net.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     gen = torch.Generator(device=run.device).manual_seed(s.seed)
-    step = 0
-    found = checkpoint.load_latest(out / "checkpoints", map_location=run.device)
-    if found:
-        step, state, path = found
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"].cpu() if run.device.type == "cpu" else state["generator"])
-        log.info(f"resuming from {path} (step {step})")
+    t = _Trainer(model, opt, gen, out, logs.bars(a.no_progress))
+    start = t.resume(run.device)
 
-    def save(k: int) -> None:
-        state = {
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "generator": gen.get_state(),
-            "step": k,
-        }
-        checkpoint.save(out / "checkpoints", k, state)
+    def batches() -> Iterator[dict]:
+        while True:
+            yield {
+                "codes": codes[
+                    torch.randint(len(codes), (s.batch_size,), generator=gen, device=run.device)
+                ]
+            }
 
-    bar = tqdm(
-        total=s.max_steps, initial=step, disable=not logs.bars(a.no_progress), desc="latent DDIM"
-    )
+    def train_step(batch: dict, step: int) -> tuple[dict, int]:
+        loss = model.loss(batch["codes"], gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        ema_update(model.ema, model.net, warmup_decay(s.ema_decay, step))
+        return {"loss": loss.detach()}, s.batch_size
+
     # the run's own sinks (train.loggers), under the latent folder
-    sink = tracking.Tracker(out, run.cfg.train.loggers, dataclasses.asdict(s), step)
-    for note in sink.notes:
+    t.tracker = tracking.Tracker(out, run.cfg.train.loggers, dataclasses.asdict(s), start)
+    for note in t.tracker.notes:
         log.info(f"note: {note}")
+    jobs = [
+        hooks.Metrics(t, start, s.max_steps, LOG_EVERY, ("loss",), lambda: s.lr),
+        hooks.Checkpoints(s.ckpt_every, s.max_steps),
+    ]
+    t.last_checkpoint = None
     try:
-        while step < s.max_steps:
-            idx = torch.randint(len(codes), (s.batch_size,), generator=gen, device=run.device)
-            loss = model.loss(codes[idx], gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            ema_update(model.ema, model.net, warmup_decay(s.ema_decay, step))
-            step += 1
-            bar.update(1)
-            if step % LOG_EVERY == 0 or step == s.max_steps:
-                sink.scalars(step, {"loss": loss.item()})
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-            if step % s.ckpt_every == 0 or step == s.max_steps:
-                save(step)
+        end = (
+            loop.run(t, batches(), train_step, jobs, start, s.max_steps)
+            if start < s.max_steps
+            else None
+        )
     finally:
-        bar.close()
-        sink.close()
+        t.bar.close()
+        t.tracker.close()
+        phases.timing(False)
+    if end is not None and end.signum is not None:
+        log.info(
+            f"stopped by {signal.Signals(end.signum).name} at step {end.step}; "
+            f"checkpoint {t.last_checkpoint}; the same command resumes from it"
+        )
+        return 128 + end.signum
+    step = max(start, end.step if end else 0)
     final = {
         **model.state(),
         "source": {"checkpoint": str(run.checkpoint), "step": run.step},

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from arcdae_fast import checkpoint, errors
-from arcdae_fast.train import _Signals
+from arcdae_fast.loop import Signals
 from arcdae_fast.train import main as train
 
 QUICK = ["--no-progress", "train.sample_every=0"]
@@ -164,7 +164,7 @@ def test_leftover_temp_files_are_removed_and_never_taken_for_checkpoints(
 
 
 def test_the_second_signal_aborts_in_one_line():
-    sig = _Signals()
+    sig = Signals()
     with sig:
         sig._handle(signal.SIGTERM, None)  # the first: stop after this step
         with pytest.raises(errors.Aborted) as e:

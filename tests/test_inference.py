@@ -4,6 +4,7 @@ export (torch.export program and AOTInductor package equal eager) and the attent
 choice."""
 
 import json
+import signal
 
 import pytest
 import torch
@@ -60,6 +61,36 @@ def test_train_latent_resumes_exactly_and_refuses_other_settings(run_dir, tmp_pa
         assert torch.equal(wa[k], wb[k]), k
     assert train_latent.main([*base, "--out", str(b), "--steps", "6", "--hidden", "64"]) == 2
     assert "other settings" in capsys.readouterr().err
+
+
+def test_train_latent_stops_on_sigterm_with_a_checkpoint_and_resumes_exactly(
+    run_dir, tmp_path, monkeypatch, capsys
+):
+    """The latent trainer runs on train's loop: a SIGTERM during step 3 finishes that step,
+    saves it and exits 143; the same command resumes to the same weights as an unbroken run."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    base = ["--run", str(run_dir), *LATENT, "--ckpt-every", "100", "--steps", "6"]
+    assert train_latent.main([*base, "--out", str(a)]) == 0
+    loss, calls = train_latent.LatentDDIM.loss, []
+
+    def loss_then_signal(self, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            signal.raise_signal(signal.SIGTERM)
+        return loss(self, *args)
+
+    monkeypatch.setattr(train_latent.LatentDDIM, "loss", loss_then_signal)
+    assert train_latent.main([*base, "--out", str(b)]) == 128 + signal.SIGTERM
+    assert "stopped by SIGTERM at step 3" in capsys.readouterr().err
+    assert sorted(p.name for p in (b / "checkpoints").glob("*.pt")) == ["ckpt_00000003.pt"]
+    assert not (b / "latent.pt").exists()
+    monkeypatch.setattr(train_latent.LatentDDIM, "loss", loss)
+    assert train_latent.main([*base, "--out", str(b)]) == 0
+    wa, wb = (torch.load(p / "latent.pt", weights_only=False)["weights"] for p in (a, b))
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    steps = [json.loads(ln)["step"] for ln in (b / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 6
 
 
 def test_sample_command_writes_the_asked_images(run_dir, latent_file, tmp_path):

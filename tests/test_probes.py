@@ -277,10 +277,15 @@ def test_classify_suite_a_plugin_suite_and_fail_fast(
     assert r["pixels"]["dims"] == 3 * 16 * 16
     assert r["pixels"]["top1"] > 0.9  # the fixture's classes are bands at their own rows
     assert "classify: code linear top-1" in capsys.readouterr().out
-    # a suite registered here runs through the CLI and reaches eval.json and --help
+    # a suite registered here runs through the CLI and reaches eval.json, report.md and --help
     seen = []
 
-    @registry.register("throwaway", "a test's suite", flat=lambda r: {"eval_n": r["n"]})
+    @registry.register(
+        "throwaway",
+        "a test's suite",
+        flat=lambda r: {"eval_n": r["n"]},
+        report=lambda r, page: ["", f"{r['n']} codes counted"],
+    )
     def throwaway(ev):
         seen.append(ev.split)
         return {"n": len(ev.codes(ev.split).z)}
@@ -290,6 +295,7 @@ def test_classify_suite_a_plugin_suite_and_fail_fast(
         got = json.loads((tmp_path / "e" / "eval.json").read_text())["suites"]["throwaway"]
         assert seen == ["test"] and got["n"] == 60
         assert "throwaway: eval_n 60" in capsys.readouterr().out
+        assert "## throwaway\n\n60 codes counted\n" in (tmp_path / "e" / "report.md").read_text()
     finally:
         registry.SUITES.pop("throwaway")
     # a missing weight file is said before any image is encoded (exit 3)

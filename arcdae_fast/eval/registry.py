@@ -1,9 +1,11 @@
 """The evaluation suites' registry. A suite is a function of the shared `Evaluator`
 (eval/context.py) returning a JSON-able dict, registered with its name, a one-line help, the
-headline numbers it puts in metrics.jsonl (`flat`) and, where it needs files, a check run
-before any work (`needs`). One file per suite in eval/suites/; a new suite is a new file (or a
-`register` call anywhere before the command runs) and nothing else to edit: `--suite`, its
-help, eval.during_training and train.eval_every all read this registry.
+headline numbers it puts in metrics.jsonl (`flat`), where it needs files a check run before
+any work (`needs`), and its section of report.md (`report(result, page) -> markdown lines`,
+plots written through eval/report.py's `Page`). One file per suite in eval/suites/; a new
+suite is a new file (or a `register` call anywhere before the command runs) and nothing else
+to edit: `--suite`, its help, report.md, eval.during_training and train.eval_every all read
+this registry.
 
 Built in, in their default order: probe, regress, classify, tad, transfer, recon, steps, fid.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module
+from typing import Any
 
 from .context import Evaluator, SuiteUnavailable
 
@@ -26,19 +29,20 @@ class Suite:
     needs: Callable[[Evaluator], str | None] | None = None  # what stops it, before any work
     warns: Callable[[Evaluator], str | None] | None = None  # what it will leave out
     lines: Callable[[dict], list[str]] | None = None  # the command's summary (default: flat)
+    report: Callable[[dict, Any], list[str]] | None = None  # its report.md section (eval/report.py)
 
 
 SUITES: dict[str, Suite] = {}
 
 
-def register(name: str, doc: str, *, flat=None, needs=None, warns=None, lines=None):
+def register(name: str, doc: str, *, flat=None, needs=None, warns=None, lines=None, report=None):
     """Decorator: add `fn(ev) -> dict` as the suite `name` (a name already taken is an
     error, so a plug-in cannot silently replace a built-in suite)."""
 
     def add(fn):
         if name in SUITES:
             raise ValueError(f"evaluation suite {name!r} is registered twice")
-        SUITES[name] = Suite(name, fn, doc, flat or (lambda r: {}), needs, warns, lines)
+        SUITES[name] = Suite(name, fn, doc, flat or (lambda r: {}), needs, warns, lines, report)
         return fn
 
     return add

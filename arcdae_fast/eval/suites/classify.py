@@ -16,6 +16,7 @@ from ..codes import Codes
 from ..context import Evaluator, SuiteUnavailable
 from ..probe import class_probe, knn_probe, label_subset
 from ..registry import register
+from ..report import Page, fmt
 from .probe import readout_grid
 
 SPLITS = ("train", "valid")
@@ -29,6 +30,23 @@ def _flat(r: dict) -> dict:
     return out
 
 
+def _report(r: dict, page: Page) -> list[str]:
+    return [
+        "",
+        f"{r['classes']} classes; converged linear probe (C on the validation split) and "
+        "weighted k-NN, on the codes and the baselines",
+        "",
+        "| features | dims | linear top-1 | k-NN top-1 | C | converged |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {who} | {v['dims']} | {fmt(v['top1'])} | {fmt(v['knn_top1'])} | {v['c']:g} "
+            f"| {'yes' if v['convergence']['converged'] else 'no'} |"
+            for who, v in r.items()
+            if isinstance(v, dict) and "top1" in v and "dims" in v
+        ),
+    ]
+
+
 @register(
     "classify",
     "class labels: linear-evaluation top-1 and k-NN top-1, with pixel and random-init baselines",
@@ -38,6 +56,7 @@ def _flat(r: dict) -> dict:
         for who in ("code", "pixels", "random_init")
         if who in r
     ],
+    report=_report,
 )
 def classify(ev: Evaluator) -> dict:
     codes = ev.probe_splits()

@@ -11,6 +11,7 @@ from ...latent import code_sampler, no_sampler
 from .. import fid as fid_mod
 from ..context import STARTS, Evaluator, SuiteUnavailable, chunks
 from ..registry import register
+from ..report import Page, fmt
 
 
 def _lines(r: dict) -> list[str]:
@@ -30,12 +31,21 @@ def inception_missing(ev: Evaluator) -> str | None:
     return None
 
 
+def _report(r: dict, page: Page) -> list[str]:
+    return [
+        "",
+        f"rFID from the inverted x_T **{fmt(r['rfid_inverted'])}**, from a random "
+        f"x_T **{fmt(r['rfid_random'])}** ({r['note']})",
+    ]
+
+
 @register(
     "fid",
     "FID of reconstructions (and of samples, with a prior or latent DDIM)",
     flat=lambda r: {f"eval_{k}": v for k, v in r.items() if k.startswith("rfid_")},
     needs=inception_missing,
     lines=_lines,
+    report=_report,
 )
 def fid(ev: Evaluator) -> dict:
     feats = ev.inception()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from ..context import Evaluator, SuiteUnavailable
 from ..probe import attribute_probe
 from ..registry import register
+from ..report import Page, bars, fit, fmt
 
 
 def no_attributes(ev: Evaluator) -> SuiteUnavailable:
@@ -33,11 +34,49 @@ def _lines(r: dict) -> list[str]:
     return out
 
 
+def _report(r: dict, page: Page) -> list[str]:
+    md = [
+        "",
+        f"mean AP **{fmt(r['mean_ap'])}** ({fit(r)}, validation "
+        f"{fmt(r['valid_mean_ap'])}, {r['train_samples']} training codes)",
+        "",
+        "| attribute | AP |",
+        "|---|---|",
+    ]
+    md += [f"| {k} | {fmt(v)} |" for k, v in r["per_attribute"].items()]
+    keys = [k for k, v in r["per_attribute"].items() if v is not None]
+    path = page.out / "ap.png"
+    bars(
+        path,
+        keys,
+        [r["per_attribute"][k] for k in keys],
+        f"attribute probe: mean AP {r['mean_ap']:.3f}",
+        "AP",
+    )
+    page.paths.append(path)
+    md += ["", "![AP per attribute](ap.png)"]
+    grid = r.get("grid")
+    if grid is not None:
+        md += ["", "### Probe grid (layer x t)", ""]
+        if "skipped" in grid:
+            md.append(f"not run: {grid['skipped']}")
+        else:
+            md += ["| cell | mean AP | validation AP |", "|---|---|---|"]
+            md += [
+                f"| {k} | {fmt(v['mean_ap'])} | {fmt(v['valid_mean_ap'])} |"
+                for k, v in grid["cells"].items()
+            ]
+            b = grid["best"]
+            md += ["", f"best cell (by validation AP): {b['layer']} at t={b['t']}"]
+    return md
+
+
 @register(
     "probe",
     "attribute linear probe: test mean AP (binary attributes)",
     flat=_flat,
     lines=_lines,
+    report=_report,
 )
 def probe(ev: Evaluator) -> dict:
     tr, va, te = ev.probe_splits()

@@ -9,10 +9,13 @@ import numpy as np
 import torch
 from skimage.metrics import peak_signal_noise_ratio
 
+from ...errors import doing
 from ...nn.lpips import LPIPS
 from ...nn.weights import WeightsError
+from ...viz import to_grid
 from ..context import STARTS, Evaluator, ssim
 from ..registry import register
+from ..report import Page, fmt
 
 LPIPS_MIN = 32  # AlexNet's pooling needs images of at least 32 px
 
@@ -38,6 +41,34 @@ def lpips_missing(ev: Evaluator) -> str | None:
     return None
 
 
+def _report(r: dict, page: Page) -> list[str]:
+    md = [
+        "",
+        f"{r['images']} images, {r['steps']} DDIM steps",
+        "",
+        "| x_T | MSE | PSNR | SSIM | LPIPS |",
+        "|---|---|---|---|---|",
+    ]
+    for start in ("inverted", "random"):
+        v = r[start]
+        cells = (fmt(v[k]) for k in ("mse", "psnr", "ssim", "lpips"))
+        md.append(f"| {start} | " + " | ".join(cells) + " |")
+    if r.get("lpips_note"):
+        md += ["", f"LPIPS not computed: {r['lpips_note']}"]
+    if page.recon_rows is not None:
+        path = page.out / "recon.png"
+        with doing("write the reconstruction grid", path):
+            to_grid(page.recon_rows).save(path)
+        page.paths.append(path)
+        md += [
+            "",
+            "Rows: originals; from the inverted x_T; from a random x_T.",
+            "",
+            "![reconstructions](recon.png)",
+        ]
+    return md
+
+
 @register(
     "recon",
     "reconstruction: MSE, PSNR, SSIM, LPIPS from the inverted and a random x_T",
@@ -50,6 +81,7 @@ def lpips_missing(ev: Evaluator) -> str | None:
             for s in STARTS
         )
     ],
+    report=_report,
 )
 def recon(ev: Evaluator) -> dict:
     r = ev.reconstructions()

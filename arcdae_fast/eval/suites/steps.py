@@ -10,9 +10,56 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ...errors import doing
 from ..codes import batches
 from ..context import Evaluator, SuiteUnavailable, mse, ssim
 from ..registry import register
+from ..report import Page, fmt
+
+
+def _report(r: dict, page: Page) -> list[str]:
+    """One row per decoding step count, and the plot steps.png."""
+    prior = r["prior"]
+    head = "| steps | MSE | SSIM | MSE to converged |" + (
+        " prior: MSE to converged | prior: FID |" if prior else ""
+    )
+    md = [
+        "",
+        f"{r['images']} images, one random x_T each; converged = {r['converged_steps']} steps",
+        "",
+        head,
+        "|" + "---|" * (head.count("|") - 1),
+    ]
+    for n, v in r["steps"].items():
+        row = f"| {n} | {fmt(v['mse'])} | {fmt(v['ssim'])} | {fmt(v['mse_to_converged'])} |"
+        if prior:
+            row += f" {fmt(v['prior_mse_to_converged'])} | {fmt(v.get('prior_fid'))} |"
+        md.append(row)
+    if r.get("fid_note"):
+        md += ["", r["fid_note"]]
+    _plot(page.out / "steps.png", r, page.method)
+    page.paths.append(page.out / "steps.png")
+    return [*md, "", "![quality against decoding steps](steps.png)"]
+
+
+def _plot(path, r: dict, method: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [int(n) for n in r["steps"]]
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3))
+    for ax, key, label in ((axes[0], "mse", "MSE to the image"), (axes[1], "ssim", "SSIM")):
+        ax.plot(steps, [v[key] for v in r["steps"].values()], "o-", label=method)
+        ax.set_xscale("log")
+        ax.set_xlabel("decoding steps")
+        ax.set_title(label, fontsize=9)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    with doing("write the plot", path):
+        fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 @register(
@@ -23,6 +70,7 @@ from ..registry import register
         "steps: "
         + "; ".join(f"{n}: MSE {v['mse']:.5f} SSIM {v['ssim']:.4f}" for n, v in r["steps"].items())
     ],
+    report=_report,
 )
 def steps(ev: Evaluator) -> dict:
     ref_steps = ev.recon_steps or ev.ec.recon_steps

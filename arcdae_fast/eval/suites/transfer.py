@@ -13,7 +13,23 @@ from ..context import Evaluator, SuiteUnavailable
 from ..data import split_dataset
 from ..probe import attribute_probe
 from ..registry import register
+from ..report import Page, fmt
 from .probe import no_attributes
+
+
+def _report(r: dict, page: Page) -> list[str]:
+    return [
+        "",
+        f"probe fitted on this data's train split; mean AP in domain "
+        f"**{fmt(r['in_domain_ap'])}**, on {r['target']} **{fmt(r['transfer_ap'])}**",
+        "",
+        "| attribute | in domain | transfer |",
+        "|---|---|---|",
+        *(
+            f"| {k} | {fmt(v['in_domain'])} | {fmt(v['transfer'])} |"
+            for k, v in r["per_attribute"].items()
+        ),
+    ]
 
 
 @register(
@@ -24,6 +40,7 @@ from .probe import no_attributes
         f"transfer: mean AP in domain {r['in_domain_ap']:.4f}, on {r['target']} "
         f"{r['transfer_ap']:.4f}"
     ],
+    report=_report,
 )
 def transfer(ev: Evaluator) -> dict:
     tr, va, te = ev.probe_splits()

@@ -1,4 +1,4 @@
-"""`python -m arcdae_fast.profile --config ffhq.yaml [--steps 20] [--variant fast|reference]
+"""`python -m arcdae_fast.profile --config ffhq.yaml [--steps 20] [--variant compiled|eager]
 [--trace FILE] [--json FILE] [--peak-tflops F] [--batch-size B] [section.key=value ...]`
 
 Where the time of a training step goes. Builds the model, optimizer and step exactly as the
@@ -13,7 +13,7 @@ trainer does (train.step picks the variant unless --variant is given), then:
    arcdae_fast/phases.py: data, augmentation, teacher, student encoder, denoiser fwd/bwd,
    losses, optimizer, ...) and the top operators / kernels; --trace writes the Chrome /
    Perfetto trace.
-Inside the compiled step (variant fast) the compiler fuses across phases: its forward and
+Inside the compiled step the compiler fuses across phases: its forward and
 backward show as one phase each.
 
 Without the preset's dataset (FFHQ and CelebA need data.root) it profiles on random images of
@@ -114,9 +114,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="warm-up steps (compilation; default 3)")
     p.add_argument(
         "--variant",
-        choices=("fast", "reference"),
+        choices=("compiled", "eager", "fast", "reference"),
         default=None,
-        help="the step to profile (default: the config's train.step)",
+        help="the step to profile (default: the config's train.step; fast and reference are "
+        "the old names of compiled and eager)",
     )
     p.add_argument("--batch-size", type=int, default=None, help="same as train.batch_size=B")
     p.add_argument("--data", choices=("auto", "real", "synthetic"), default="auto")
@@ -186,7 +187,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     hooks = (
         _DenoiserBackwardRange(method.trainable()["denoiser"])
-        if s.step_kind == "reference"
+        if s.step_kind == "eager"
         else contextlib.nullcontext()
     )
     start = args.warmup + args.steps
@@ -210,7 +211,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "method": cfg.method.name,
         "variant": s.step_kind,
         "step_reason": s.step_reason,
-        "compile_mode": tc.compile_mode if s.step_kind == "fast" else None,
+        "compile_mode": tc.compile_mode if s.step_kind == "compiled" else None,
         "device": torch.cuda.get_device_name(device)
         if cuda
         else f"cpu ({torch.get_num_threads()} threads)",
@@ -281,7 +282,7 @@ def print_report(r: dict[str, Any]) -> None:
     def row(name: str, indent: str) -> None:
         v = r["phases"].get(name)
         if v is None:
-            if indent and r["variant"] == "fast" and name in subs["forward"] + BACKWARD:
+            if indent and r["variant"] == "compiled" and name in subs["forward"] + BACKWARD:
                 print(f"{indent + name:<26}{'(in the compiled graph)':>18}", file=out)
             return
         d = v["device_ms_per_step"]

@@ -32,7 +32,7 @@ from .malloc import keep_freed_memory
 from .methods import Method, RandomInputs
 from .nn import attention
 from .ops import _backends
-from .step import FastStep, ReferenceStep, build_step, optimizer_for, uses_bf16
+from .step import CompiledStep, EagerStep, build_step, optimizer_for, uses_bf16
 
 STATE_FORMAT = 2  # checkpoints: 2 = method registry (1: arcdae_fast.objective, pre-methods)
 
@@ -75,8 +75,8 @@ class Session:
     ema: nn.ModuleDict
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    step: ReferenceStep
-    step_kind: str  # "reference" | "fast"
+    step: EagerStep
+    step_kind: str  # "eager" | "compiled"
     step_reason: str
     dataset: ImageDataset | None = None
     data_note: str = ""  # why there is no dataset (data="optional")
@@ -253,7 +253,7 @@ class Session:
 
     def fork(self, **train: Any) -> Session:
         """Another session on a copy of this one's current weights, with train.* keys changed
-        (e.g. step="reference", precision="fp32"); shares the dataset. Not under FSDP."""
+        (e.g. step="eager", precision="fp32"); shares the dataset. Not under FSDP."""
         if self.sharded:
             raise ValueError("Session.fork: an FSDP session's networks are sharded")
         cfg = copy.copy(self.cfg)
@@ -315,7 +315,7 @@ def _assemble(
         fsdp.shard_like(ema, method.trainable())
     opt, sched = optimizer_for(method, tc)
     step, why = build_step(cfg, method, ema, opt, sched, dist)
-    kind = "fast" if isinstance(step, FastStep) else "reference"
+    kind = "compiled" if isinstance(step, CompiledStep) else "eager"
     return Session(
         cfg,
         device,

@@ -1,6 +1,6 @@
-"""One training step. `ReferenceStep` is the eager ground truth: the method's forward (all its
+"""One training step. `EagerStep` is the eager ground truth: the method's forward (all its
 loss terms), backward, clipping, AdamW, then the method's targets (e.g. the ArcDAE teacher)
-and the evaluation EMA. `FastStep` is the same step compiled; `build_step` makes the one
+and the evaluation EMA. `CompiledStep` is the same step compiled; `build_step` makes the one
 `train.step` asks for (auto: `choose_step`). The phases are torch.profiler ranges
 (arcdae_fast/phases.py).
 """
@@ -118,23 +118,23 @@ def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractCon
 
 
 def choose_step(cfg: Config, method: Method, device: torch.device) -> tuple[str, str]:
-    """(reference | fast, why) for train.step. auto: the compiled step only where step
+    """(eager | compiled, why) for train.step. auto: the compiled step only where step
     agreement (bench/step_agreement.py) recorded, for this device class, method and precision,
     that it trains the same model as the eager step and runs at least 1.1x as fast
     (arcdae_fast/evidence.py); the eager step everywhere else."""
     want, blocker = cfg.train.step, method.compile_blocker()
-    if want == "fast":
+    if want == "compiled":
         if blocker:
-            raise ConfigError(f"config: train.step=fast: {blocker}")
-        return "fast", "train.step=fast"
-    if want == "reference":
-        return "reference", "train.step=reference"
+            raise ConfigError(f"config: train.step=compiled: {blocker}")
+        return "compiled", "train.step=compiled"
+    if want == "eager":
+        return "eager", "train.step=eager"
     if blocker:
-        return "reference", f"train.step=auto: {blocker}"
+        return "eager", f"train.step=auto: {blocker}"
     precision = "bf16" if uses_bf16(device, cfg.train.precision) else "fp32"
     dclass = evidence.device_class(device)
-    fast, why = evidence.step_verdict(dclass, cfg.method.name, precision)
-    return ("fast" if fast else "reference"), f"train.step=auto: {why}"
+    compiled, why = evidence.step_verdict(dclass, cfg.method.name, precision)
+    return ("compiled" if compiled else "eager"), f"train.step=auto: {why}"
 
 
 class Forward(nn.Module):
@@ -153,7 +153,7 @@ class Forward(nn.Module):
             return self.method(x0, inputs, **flags)
 
 
-class ReferenceStep:
+class EagerStep:
     """The eager step. With `dist` (data parallelism) the ranks agree on a non-finite loss,
     average their gradients during backward (parallel "ddp": DistributedDataParallel's
     buckets all-reduced; "fsdp": the networks are FSDP2-sharded (arcdae_fast/fsdp.py) and
@@ -186,7 +186,7 @@ class ReferenceStep:
         self.runner = distributed.wrap_ddp(fwd) if self.ddp else fwd
 
     def compile(self, fwd: Forward) -> nn.Module:
-        """The eager step runs the forward as it is (FastStep compiles it)."""
+        """The eager step runs the forward as it is (CompiledStep compiles it)."""
         return fwd
 
     def forward(self, x0: torch.Tensor, inputs: RandomInputs, step: int) -> dict:
@@ -241,7 +241,7 @@ class ReferenceStep:
         return out
 
 
-class FastStep(ReferenceStep):
+class CompiledStep(EagerStep):
     """The same step with the method's forward under torch.compile(fullgraph=True): for
     ArcDAE the teacher, fused augmentation + noising, the student encoder with the fd
     Jacobian, the denoiser and every loss term in one graph (AOTAutograd compiles the
@@ -271,10 +271,10 @@ class FastStep(ReferenceStep):
     ):
         """compile_mode as below; compile_backend torch.compile's (the trainer's is Inductor;
         "eager" / "aot_eager" trace without code generation, for checks); the other
-        keywords are ReferenceStep's."""
+        keywords are EagerStep's."""
         blocker = method.compile_blocker()
         if blocker:
-            raise ValueError(f"train.step=fast: {blocker}; use train.step=reference")
+            raise ValueError(f"train.step=compiled: {blocker}; use train.step=eager")
         self.channels_last = next(method.parameters()).is_cuda
         if self.channels_last and not fsdp.is_sharded(method):  # before DDP builds buckets
             method.to(memory_format=torch.channels_last)  # (FSDP shards dim 0: contiguous)
@@ -308,8 +308,8 @@ def build_step(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     dist: distributed.Dist | None = None,
-) -> tuple[ReferenceStep, str]:
-    """The step train.step asks for (fast: FastStep with train.compile_mode), and why."""
+) -> tuple[EagerStep, str]:
+    """The step train.step asks for (compiled: CompiledStep with train.compile_mode), and why."""
     tc = cfg.train
     kind, why = choose_step(cfg, method, next(method.parameters()).device)
     kw = dict(
@@ -320,6 +320,8 @@ def build_step(
         parallel=tc.parallel,
         grad_accum=tc.grad_accum,
     )
-    if kind == "fast":
-        return FastStep(method, ema, optimizer, scheduler, compile_mode=tc.compile_mode, **kw), why
-    return ReferenceStep(method, ema, optimizer, scheduler, **kw), why
+    if kind == "compiled":
+        return CompiledStep(
+            method, ema, optimizer, scheduler, compile_mode=tc.compile_mode, **kw
+        ), why
+    return EagerStep(method, ema, optimizer, scheduler, **kw), why

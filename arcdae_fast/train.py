@@ -30,7 +30,7 @@ from .data.datasets import first_readable
 from .data.loader import model_input
 from .errors import check_writable, make_dir
 from .legacy import upgrade_state
-from .step import NonFiniteLoss, ReferenceStep
+from .step import EagerStep, NonFiniteLoss
 from .viz import reconstruction_grid
 
 log = logging.getLogger(__spec__.name)  # not __name__: "__main__" under python -m
@@ -142,7 +142,7 @@ class Trainer:
                 rc = self._run()
             except _ToEager:  # from the last checkpoint, with the eager step from now on
                 self.cfg = copy.copy(self.cfg)
-                self.cfg.train = dataclasses.replace(self.cfg.train, step="reference")
+                self.cfg.train = dataclasses.replace(self.cfg.train, step="eager")
                 rc = self._run()
             ok = rc == 0
             return rc
@@ -275,8 +275,8 @@ class Trainer:
             else "no checkpoint was written before it"
         )
         tc = self.cfg.train
-        ran = f"{'compiled' if self.s.step_kind == 'fast' else 'eager'} {self.s.precision} step"
-        if self.s.step_kind == "fast":
+        ran = f"{self.s.step_kind} {self.s.precision} step"
+        if self.s.step_kind == "compiled":
             if tc.on_nonfinite == "eager":
                 self._say(
                     f"warning: {e} in the {ran}; train.on_nonfinite=eager: going on with the "
@@ -285,7 +285,7 @@ class Trainer:
                 raise _ToEager
             self._say(
                 f"error: {e} in the {ran}. Stopping; {where}. The eager step: rerun the same "
-                "command with train.step=reference (it resumes from that checkpoint), or set "
+                "command with train.step=eager (it resumes from that checkpoint), or set "
                 "train.on_nonfinite=eager"
             )
         else:
@@ -310,7 +310,7 @@ class Trainer:
             self._nets = (step, self.s.eval_nets())
         return self._nets[1]
 
-    def _loop(self, step_fn: ReferenceStep, loader: Any, start: int, fixed: torch.Tensor) -> int:
+    def _loop(self, step_fn: EagerStep, loader: Any, start: int, fixed: torch.Tensor) -> int:
         """The step; everything else is a hook (arcdae_fast/hooks.py) run by arcdae_fast/loop.py."""
         tc = self.cfg.train
         per_rank = tc.batch_size // self.world

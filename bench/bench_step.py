@@ -1,10 +1,10 @@
 """Benchmark the training step on the same config, batch, weights and inputs: the eager
-reference in fp32 (reference-fp32); the eager step in bf16 autocast, contiguous (eager-bf16)
+reference in fp32 (eager-fp32); the eager step in bf16 autocast, contiguous (eager-bf16)
 and channels_last (eager-bf16-cl), where the device computes bf16 natively (CUDA, or a CPU
-with AMX / AVX512-BF16); and the fast (compiled) step as the trainer runs it (fast).
+with AMX / AVX512-BF16); and the compiled step as the trainer runs it (compiled).
 
     python bench/bench_step.py [--config quickstart.yaml] [--batch-size B] [--rounds 5]
-        [--steps 4] [--variants reference-fp32,eager-bf16,eager-bf16-cl,fast] [--out CSV]
+        [--steps 4] [--variants eager-fp32,eager-bf16,eager-bf16-cl,compiled] [--out CSV]
 Each variant gets its own copy of the same initial weights. After warm-up (compilation
 excluded), the variants run interleaved, --steps steps each per round, so that machine noise
 falls on all of them alike; img/s is the batch over the median step time. Data loading is
@@ -31,21 +31,21 @@ from arcdae_fast.config import load_config  # noqa: E402
 from arcdae_fast.measure import count_flops, known_peak, peak_bytes, sync  # noqa: E402
 from arcdae_fast.step import native_bf16, uses_bf16  # noqa: E402
 
-VARIANTS = ("reference-fp32", "eager-bf16", "eager-bf16-cl", "fast")
+VARIANTS = ("eager-fp32", "eager-bf16", "eager-bf16-cl", "compiled")
 
 
 def make_variant(name: str, base: session.Session):
     """(session, precision, channels_last input) of one variant, on a copy of base's weights."""
     tc = base.cfg.train
-    if name == "reference-fp32":
-        return base.fork(step="reference", precision="fp32"), "fp32", False
+    if name == "eager-fp32":
+        return base.fork(step="eager", precision="fp32"), "fp32", False
     if name.startswith("eager-bf16"):
-        s = base.fork(step="reference", precision="bf16")
+        s = base.fork(step="eager", precision="bf16")
         cl = name.endswith("-cl")
         if cl:
             s.method.to(memory_format=torch.channels_last)
         return s, "bf16", cl
-    s = base.fork(step="fast")
+    s = base.fork(step="compiled")
     return s, ("bf16" if uses_bf16(s.device, tc.precision) else "fp32"), s.step.channels_last
 
 
@@ -119,19 +119,19 @@ def main(argv=None) -> None:
     for name in wanted:
         ms = statistics.median(times[name])
         ips = tc.batch_size / (ms / 1e3)
-        base_ips = base_ips or (ips if name == "reference-fp32" else None)
+        base_ips = base_ips or (ips if name == "eager-fp32" else None)
         prec = steps[name][1]
         tflops = flops / (ms / 1e3) / 1e12
         peak = known_peak(device, prec == "bf16")
         note = f"{tflops:.3f} TFLOP/s achieved"
         note += f", MFU {100 * tflops / peak:.1f}%" if peak else ""
         note += f"; warm-up {warm[name]:.0f} s; {len(times[name])} steps; data: {data_note}"
-        if base_ips and name != "reference-fp32":
-            note = f"{ips / base_ips:.2f}x reference-fp32; " + note
+        if base_ips and name != "eager-fp32":
+            note = f"{ips / base_ips:.2f}x eager-fp32; " + note
         rows.append(Row("step", name, "step", shape, prec, ms, "img/s", ips, None, mem[name], note))
     report(rows, device, a.out, "step")
     print(f"FLOPs/step (eager count): {flops:.4g}")
-    ref = next((r for r in rows if r.provider == "reference-fp32"), None)
+    ref = next((r for r in rows if r.provider == "eager-fp32"), None)
     for r in rows:
         if ref and r is not ref:
             others = ", ".join(

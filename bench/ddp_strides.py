@@ -40,7 +40,7 @@ def run(restride: bool, steps: int, out: Path) -> float:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(HERE)]
     cmd += ["--worker", "--restride" if restride else "--no-restride", "--"]
     cmd += ["--config", "quickstart.yaml", "--out", str(out), "--max-steps", str(steps)]
-    cmd += ["--no-progress", "train.parallel=ddp", "train.device=cpu", "train.step=reference"]
+    cmd += ["--no-progress", "train.parallel=ddp", "train.device=cpu", "train.step=eager"]
     cmd += ["train.sample_every=0", f"train.ckpt_every={steps}", "train.log_every=10"]
     env = {**os.environ, "PYTHONWARNINGS": "default"}
     subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)

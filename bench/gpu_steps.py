@@ -1,4 +1,4 @@
-"""Each method preset's fast step on one device: the compiled step against the eager step
+"""Each method preset's compiled step on one device: the compiled step against the eager step
 (fp32, TF32 off: every loss term and every parameter's gradient), then a few bf16 steps of
 the compiled step and, on CUDA, of its CUDA-graph mode (compile_mode=reduce-overhead),
 whose first step must agree with the default mode's. One JSON line per preset and check.
@@ -28,7 +28,7 @@ from arcdae_fast import methods
 from arcdae_fast.config import load_config
 from arcdae_fast.ema import frozen_copy
 from arcdae_fast.session import apply_backend
-from arcdae_fast.step import FastStep, ReferenceStep, build_optimizer
+from arcdae_fast.step import CompiledStep, EagerStep, build_optimizer
 
 # preset name -> (config, overrides): every built-in method once, at its quickstart size
 PRESETS = {name: ALL_PRESETS[name] for name in QUICKSTARTS}
@@ -64,11 +64,11 @@ def fresh_model(cfg, device: torch.device):
 
 
 def check_fp32(cfg, device, backend: str, x0: torch.Tensor) -> dict:
-    """The fast step against the eager step on the same weights and random inputs."""
+    """The compiled step against the eager step on the same weights and random inputs."""
     ref_model = fresh_model(cfg, device)
     fast_model = copy.deepcopy(ref_model)
-    ref = make(cfg, ReferenceStep, ref_model, precision="fp32")
-    fast = make(cfg, FastStep, fast_model, precision="fp32", compile_backend=backend)
+    ref = make(cfg, EagerStep, ref_model, precision="fp32")
+    fast = make(cfg, CompiledStep, fast_model, precision="fp32", compile_backend=backend)
     inputs = ref_model.draw_inputs(x0, torch.Generator(device).manual_seed(1))
     want = ref(x0, inputs, 0)
     t0 = time.perf_counter()
@@ -100,7 +100,9 @@ def run_bf16(cfg, device, backend: str, mode: str, x0: torch.Tensor, steps: int)
     """`steps` bf16 steps of the compiled step in compile_mode `mode`: (first step's terms,
     median step ms after the first two)."""
     model = fresh_model(cfg, device)
-    step = make(cfg, FastStep, model, precision="bf16", compile_mode=mode, compile_backend=backend)
+    step = make(
+        cfg, CompiledStep, model, precision="bf16", compile_mode=mode, compile_backend=backend
+    )
     g = torch.Generator(device).manual_seed(1)
     first, times = None, []
     for i in range(steps):

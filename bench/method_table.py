@@ -95,7 +95,7 @@ def one(a, method: str, seed: int) -> dict:
         f"train.eval_every={a.eval_every}",
         f"train.ckpt_every={a.eval_every}",
         "train.sample_every=0",
-        "train.step=reference",
+        "train.step=eager",
         f"eval.during_training=[{DURING[a.data]}]",
         f"eval.during_training_images={a.during_images}",
         "eval.baselines=false",

@@ -55,7 +55,7 @@ from arcdae_fast.config import load_config  # noqa: E402
 from arcdae_fast.data.synthetic import _sample, draw_face  # noqa: E402
 from arcdae_fast.ema import frozen_copy  # noqa: E402
 from arcdae_fast.session import apply_backend  # noqa: E402
-from arcdae_fast.step import FastStep, NonFiniteLoss, ReferenceStep, optimizer_for  # noqa: E402
+from arcdae_fast.step import CompiledStep, EagerStep, NonFiniteLoss, optimizer_for  # noqa: E402
 
 # preset -> (config, overrides): every method at its quickstart size, and the real-size
 # presets (run them with --resolution / --batch that fit the machine)
@@ -118,9 +118,11 @@ def train(cfg, device, variant, batches, steps: int, backend: str) -> dict:
     opt, sched = optimizer_for(method, cfg.train)
     kw = dict(grad_clip=cfg.train.grad_clip, ema_decay=cfg.train.ema_decay, precision=precision)
     if kind == "compiled":
-        step = FastStep(method, ema, opt, sched, compile_mode=mode, compile_backend=backend, **kw)
+        step = CompiledStep(
+            method, ema, opt, sched, compile_mode=mode, compile_backend=backend, **kw
+        )
     else:
-        step = ReferenceStep(method, ema, opt, sched, **kw)
+        step = EagerStep(method, ema, opt, sched, **kw)
     losses, times, nonfinite = [], [], 0
     for k in range(steps):
         x0 = batches[k % len(batches)].to(device)

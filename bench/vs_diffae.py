@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(RESULTS / "vs_diffae_cpu.jsonl"))
     a = p.parse_args(argv)
     sets = ["method.name=diffae", f"train.batch_size={a.batch}", "train.device=cpu"]
-    sets += ["train.step=reference", "model.denoiser.dropout=0"]
+    sets += ["train.step=eager", "model.denoiser.dropout=0"]
     if a.resolution:
         sets.append(f"data.resolution={a.resolution}")
     cpu = torch.device("cpu")
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     if native_bf16(cpu):
         variants["eager-bf16"] = ["train.precision=bf16"]
     if a.compiled:
-        variants["compiled-fp32"] = ["train.precision=fp32", "train.step=fast"]
+        variants["compiled-fp32"] = ["train.precision=fp32", "train.step=compiled"]
     sessions = {}
     for name, extra in variants.items():
         cfg = load_config(a.config, [*sets, *extra])

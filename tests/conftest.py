@@ -66,7 +66,7 @@ def tiny_raw(root: Path) -> dict:
             "sample_steps": 2,
             "ema_decay": 0.9,
             "device": "cpu",
-            "step": "reference",  # eager: a compile per test would dominate the suite
+            "step": "eager",  # a compile per test would dominate the suite
         },
     }
 

@@ -47,11 +47,11 @@ def test_bench_script_runs_and_writes_csv(tmp_path, script, provider):
 def test_bench_step_runs_and_writes_csv(tmp_path, tiny_config_file):
     out = tmp_path / "s.csv"
     cmd = [sys.executable, str(BENCH / "bench_step.py"), "--config", str(tiny_config_file)]
-    cmd += ["--variants", "reference-fp32", "--rounds", "1", "--steps", "1", "--warmup", "1"]
+    cmd += ["--variants", "eager-fp32", "--rounds", "1", "--steps", "1", "--warmup", "1"]
     r = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     (row,) = list(csv.DictReader(out.open()))
-    assert row["provider"] == "reference-fp32" and row["metric"] == "img/s"
+    assert row["provider"] == "eager-fp32" and row["metric"] == "img/s"
     assert float(row["value"]) > 0 and int(row["peak_mem_bytes"]) > 0
 
 

@@ -122,7 +122,7 @@ def test_old_keys_are_documented_aliases():
         (["method.teacher=false"], r"lambda_align > 0 needs method.teacher=true"),
         (["ops.backend=infonce=trtion"], r"ops.backend: unknown backend 'trtion' for op 'infonce'"),
         (["ops.backend=snr_weighted_infonce=triton"], r"unknown op 'snr_weighted_infonce'"),
-        (["train.step=slow"], r"train.step must be one of \['auto', 'reference', 'fast'\]"),
+        (["train.step=slow"], r"train.step must be one of \['auto', 'eager', 'compiled'\]"),
     ],
 )
 def test_errors_name_the_key(overrides, match):
@@ -144,3 +144,11 @@ def test_bad_files(tmp_path):
     bad.write_text(yaml.safe_dump({"train": 3}))
     with pytest.raises(ConfigError, match="section 'train' must be a mapping"):
         load_config(str(bad))
+
+
+def test_old_step_words_still_work_with_a_note():
+    """train.step was reference | fast; those values still load, as eager | compiled."""
+    for old, new in (("reference", "eager"), ("fast", "compiled")):
+        cfg = load_config("quickstart.yaml", [f"train.step={old}"])
+        assert cfg.train.step == new
+        assert any(f"train.step={old} -> {new}: renamed" in n for n in cfg.notes), cfg.notes

@@ -1,7 +1,7 @@
 """DDAE++ (SPEC section 7): the self-conditioned U-Net (the code read from its own encoding
 half, conditioning only its decoding half), the gradient routing and its stop-gradient
 option, the EMA teacher's contrastive self-distillation, readouts at (layer, t), the config
-checks, the fast step against the eager one, and the presets."""
+checks, the compiled step against the eager one, and the presets."""
 
 from __future__ import annotations
 
@@ -155,12 +155,12 @@ def test_config_checks(synth_root):
 
 
 @pytest.mark.timeout(900)  # Dynamo + AOTAutograd, no Inductor code generation
-def test_fast_step_matches_the_eager_step(synth_root):
-    from test_step import check_fast_step_matches_eager
+def test_compiled_step_matches_the_eager_step(synth_root):
+    from test_step import check_compiled_step_matches_eager
 
     raw = ddaepp_raw(synth_root, code_pool="attention")
     raw["model"]["denoiser"]["attn_resolutions"] = []  # conftest.compile_raw's reason
-    check_fast_step_matches_eager(from_dict(raw), DDAEPP, images(8), "aot_eager")
+    check_compiled_step_matches_eager(from_dict(raw), DDAEPP, images(8), "aot_eager")
 
 
 def test_presets_build_on_diffaes_64px_denoiser():

@@ -1,5 +1,5 @@
 """DGAE (SPEC section 7): the spatial VAE encoder, concat conditioning, the rectified-flow
-path and its ODE samplers, LPIPS on the one-step estimate, the loss terms, the fast step
+path and its ODE samplers, LPIPS on the one-step estimate, the loss terms, the compiled step
 against the eager one, the presets, the LR schedules, random crops, ImageNet's layout, the
 latent export, and a run through the trainer and the evaluation."""
 
@@ -227,13 +227,13 @@ def test_vp_path_and_mean_training(synth_root):
 
 
 @pytest.mark.timeout(900)  # Dynamo + AOTAutograd, no Inductor code generation
-def test_fast_step_matches_the_eager_step(synth_root):
-    from test_step import check_fast_step_matches_eager
+def test_compiled_step_matches_the_eager_step(synth_root):
+    from test_step import check_compiled_step_matches_eager
 
     raw = dgae_raw(synth_root)  # attention in the middle blocks only (conftest.compile_raw)
     raw["model"]["denoiser"]["attn_resolutions"] = []
     raw["model"]["encoder"]["attn_resolutions"] = []
-    check_fast_step_matches_eager(from_dict(raw), DGAE, images(8), "aot_eager")
+    check_compiled_step_matches_eager(from_dict(raw), DGAE, images(8), "aot_eager")
 
 
 def test_presets_and_their_parameter_counts():

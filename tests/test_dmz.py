@@ -1,6 +1,6 @@
 """DMZ (SPEC section 7): the Gaussian posterior (vector or spatial) with its KL to N(0, I),
 the reparameterised conditioning by AdaGN or concatenation, sampling from the prior, the
-config checks, the fast step against the eager one, and the presets."""
+config checks, the compiled step against the eager one, and the presets."""
 
 from __future__ import annotations
 
@@ -91,13 +91,13 @@ def test_config_checks(synth_root):
 
 
 @pytest.mark.timeout(900)  # Dynamo + AOTAutograd, no Inductor code generation
-def test_fast_step_matches_the_eager_step(synth_root):
+def test_compiled_step_matches_the_eager_step(synth_root):
     from conftest import compile_raw
-    from test_step import check_fast_step_matches_eager
+    from test_step import check_compiled_step_matches_eager
 
     raw = compile_raw(synth_root)
     raw["method"] = {"name": "dmz", "beta": 0.01}
-    check_fast_step_matches_eager(from_dict(raw), DMZ, images(8), "aot_eager")
+    check_compiled_step_matches_eager(from_dict(raw), DMZ, images(8), "aot_eager")
 
 
 def test_presets_build():

@@ -7,7 +7,7 @@ from arcdae_fast.ema import frozen_copy
 from arcdae_fast.methods import build
 from arcdae_fast.methods.arcdae import ArcDAE
 from arcdae_fast.models import build_denoiser, build_encoder
-from arcdae_fast.step import ReferenceStep, build_optimizer
+from arcdae_fast.step import EagerStep, build_optimizer
 
 
 def builders(cfg):
@@ -142,7 +142,7 @@ def test_teacher_gets_no_gradient_and_tracks_student(tiny_cfg):
     assert all(not p.requires_grad for p in model.teacher.parameters())
     ema = frozen_copy(model.trainable())
     opt, sched = build_optimizer(model, 1e-2, (0.9, 0.999), 0.0, 0)
-    step = ReferenceStep(model, ema, opt, sched, grad_clip=1.0, ema_decay=0.5)
+    step = EagerStep(model, ema, opt, sched, grad_clip=1.0, ema_decay=0.5)
     x0 = torch.rand(8, 3, 16, 16) * 2 - 1
     before = [p.clone() for p in model.teacher.parameters()]
     step(x0, model.draw_inputs(x0, torch.Generator().manual_seed(0)), 0)
@@ -157,7 +157,7 @@ def test_a_few_steps_reduce_the_loss(tiny_cfg):
     model = ArcDAE(tiny_cfg)
     ema = frozen_copy(model.trainable())
     opt, sched = build_optimizer(model, 2e-3, (0.9, 0.999), 0.0, 0)
-    step = ReferenceStep(model, ema, opt, sched, grad_clip=1.0, ema_decay=0.9)
+    step = EagerStep(model, ema, opt, sched, grad_clip=1.0, ema_decay=0.9)
     x0 = torch.rand(8, 3, 16, 16) * 2 - 1
     inp = model.draw_inputs(x0, torch.Generator().manual_seed(0))  # one fixed batch
     losses = [float(step(x0, inp, k)["loss"]) for k in range(25)]

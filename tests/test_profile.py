@@ -16,14 +16,14 @@ from arcdae_fast.profile import main
 KEYS = {"img_per_s", "ms_per_step", "peak_mem_bytes", "flops_per_step", "mfu", "phases"}
 
 
-def test_profile_reference_step_json_trace_and_phases(tiny_config_file, tmp_path, capsys):
+def test_profile_eager_step_json_trace_and_phases(tiny_config_file, tmp_path, capsys):
     js, trace = tmp_path / "p.json", tmp_path / "trace.json"
-    argv = ["--config", str(tiny_config_file), "--variant", "reference", "--steps", "2"]
+    argv = ["--config", str(tiny_config_file), "--variant", "eager", "--steps", "2"]
     argv += ["--warmup", "1", "--json", str(js), "--trace", str(trace), "--peak-tflops", "2"]
     assert main([*argv, "train.precision=fp32"]) == 0
     r = json.loads(js.read_text())
     assert KEYS <= set(r)
-    assert r["variant"] == "reference" and r["precision"] == "fp32"
+    assert r["variant"] == "eager" and r["precision"] == "fp32"
     assert r["ms_per_step"] > 0 and r["peak_mem_bytes"] > 0 and r["flops_per_step"] > 1e6
     assert r["img_per_s"] == pytest.approx(8 * 1e3 / r["ms_per_step"], rel=0.5)
     assert r["mfu"] == pytest.approx(r["flops_per_step"] / (r["ms_per_step"] / 1e3) / 2e12)
@@ -43,7 +43,7 @@ def test_profile_reference_step_json_trace_and_phases(tiny_config_file, tmp_path
 def test_profile_flops_follow_the_jacobian_schedule(tiny_config_file, tmp_path):
     def flops(*sets):
         js = tmp_path / "f.json"
-        argv = ["--config", str(tiny_config_file), "--variant", "reference", "--steps", "1"]
+        argv = ["--config", str(tiny_config_file), "--variant", "eager", "--steps", "1"]
         assert main([*argv, "--warmup", "0", "--json", str(js), *sets]) == 0
         return json.loads(js.read_text())["flops_per_step"]
 
@@ -76,7 +76,7 @@ def test_size_variant_presets_build(preset):
 def test_profile_runs_on_every_preset(preset, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # the quickstart data is generated under ./data
     js = tmp_path / "p.json"
-    argv = ["--config", preset, "--variant", "reference", "--batch-size", "2", "--steps", "1"]
+    argv = ["--config", preset, "--variant", "eager", "--batch-size", "2", "--steps", "1"]
     if "quickstart" not in preset:
         # the full-size networks at 32 px (the smallest every preset's levels divide): the
         # preset builds and profiles the same; at their own sizes one step took up to 2.5 min

@@ -1,4 +1,4 @@
-"""The fast (compiled) step computes what the reference step computes.
+"""The compiled step computes what the eager step computes.
 
 Tolerances (fp32, CPU, dropout 0): Inductor fuses and reorders float32 reductions, so single
 terms differ by float32 rounding (~1e-6 relative). The fd Jacobian term divides code
@@ -17,7 +17,7 @@ import torch
 from arcdae_fast.config import ConfigError, from_dict
 from arcdae_fast.ema import frozen_copy
 from arcdae_fast.methods.arcdae import ArcDAE
-from arcdae_fast.step import FastStep, ReferenceStep, build_optimizer, native_bf16
+from arcdae_fast.step import CompiledStep, EagerStep, build_optimizer, native_bf16
 from arcdae_fast.train import main
 
 GRAD_RTOL = 2e-3
@@ -29,8 +29,8 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
 
 
-def check_fast_step_matches_eager(cfg, method_cls, x0, compile_backend="inductor"):
-    """A method's fast step against its eager step (fp32): every term, the gradient norm and
+def check_compiled_step_matches_eager(cfg, method_cls, x0, compile_backend="inductor"):
+    """A method's compiled step against its eager step (fp32): every term, the gradient norm and
     every parameter's gradient; zero-initialised layers re-drawn so every path is live; and
     the second step runs the same graph (no recompile). compile_backend "aot_eager" checks
     the full-graph capture and AOTAutograd's joint graph without Inductor's code generation
@@ -41,8 +41,8 @@ def check_fast_step_matches_eager(cfg, method_cls, x0, compile_backend="inductor
         if p.abs().max() == 0:
             p.data.normal_(std=0.05)
     fast_model = copy.deepcopy(ref_model)
-    ref = make(cfg, ReferenceStep, ref_model)
-    fast = make(cfg, FastStep, fast_model, compile_backend=compile_backend)
+    ref = make(cfg, EagerStep, ref_model)
+    fast = make(cfg, CompiledStep, fast_model, compile_backend=compile_backend)
     inputs = ref_model.draw_inputs(x0, torch.Generator().manual_seed(1))
     want, got = ref(x0, inputs, 0), fast(x0, inputs, 0)
     for k in (*ref_model.terms(), "grad_norm"):
@@ -65,15 +65,15 @@ def make(cfg, cls, model, **kw):
 
 @pytest.mark.xdist_group("arcdae-step")
 @pytest.mark.timeout(1500)  # a cold whole-step compile: minutes on 2 cores
-def test_fast_step_matches_reference_terms_gradients_and_update(synth_root):
+def test_compiled_step_matches_eager_terms_gradients_and_update(synth_root):
     from conftest import compile_raw
 
     cfg = from_dict(compile_raw(synth_root))
     torch.manual_seed(0)
     ref_model = ArcDAE(cfg)
     fast_model = copy.deepcopy(ref_model)
-    ref = make(cfg, ReferenceStep, ref_model)
-    fast = make(cfg, FastStep, fast_model)
+    ref = make(cfg, EagerStep, ref_model)
+    fast = make(cfg, CompiledStep, fast_model)
     g = torch.Generator().manual_seed(1)
     x0 = torch.rand(8, 3, 16, 16, generator=g) * 2 - 1
     inputs = ref_model.draw_inputs(x0, g)
@@ -118,9 +118,9 @@ def test_fast_step_matches_reference_terms_gradients_and_update(synth_root):
 
 @pytest.mark.xdist_group("arcdae-step")
 @pytest.mark.timeout(1500)  # a cold whole-step compile: minutes on 2 cores
-def test_fast_step_in_bf16_is_as_accurate_as_the_reference_in_bf16(synth_root):
+def test_compiled_step_in_bf16_is_as_accurate_as_the_eager_step_in_bf16(synth_root):
     """Under bf16 autocast the two steps round differently, so they are compared through their
-    distance to the float32 gradients: per parameter tensor, the fast step's error may be at
+    distance to the float32 gradients: per parameter tensor, the compiled step's error may be at
     most twice the reference's plus 0.02 (measured: both ~0.01-0.04; the fd Jacobian's float32
     region once ran its backward in bf16 under compile, a 7x error on the holistic head)."""
     from conftest import compile_raw
@@ -133,10 +133,10 @@ def test_fast_step_in_bf16_is_as_accurate_as_the_reference_in_bf16(synth_root):
     inputs = base.draw_inputs(x0, g)
     grads = {}
     for name, cls, precision in (
-        ("fp32", ReferenceStep, "fp32"),
-        ("reference", ReferenceStep, "bf16"),
+        ("fp32", EagerStep, "fp32"),
+        ("reference", EagerStep, "bf16"),
         # "auto" where it means bf16: the trainer's default path
-        ("fast", FastStep, "auto" if native_bf16(torch.device("cpu")) else "bf16"),
+        ("fast", CompiledStep, "auto" if native_bf16(torch.device("cpu")) else "bf16"),
     ):
         model = copy.deepcopy(base)
         make(cfg, cls, model, precision=precision)(x0, inputs, 0)
@@ -149,14 +149,14 @@ def test_fast_step_in_bf16_is_as_accurate_as_the_reference_in_bf16(synth_root):
         assert fast <= 2 * ref + 0.02, (n, fast, ref)
 
 
-def test_fast_step_refuses_jvp(tiny_cfg):
+def test_compiled_step_refuses_jvp(tiny_cfg):
     raw = tiny_cfg.to_dict()
     raw["method"]["jac_estimator"] = "jvp"
-    cfg = from_dict(raw)  # the tests' config runs the reference step
+    cfg = from_dict(raw)  # the tests' config runs the eager step
     with pytest.raises(ValueError, match="jac_estimator=fd"):
-        make(cfg, FastStep, ArcDAE(cfg))
-    raw["train"]["step"] = "fast"
-    with pytest.raises(ConfigError, match="train.step=fast needs method.jac_estimator=fd"):
+        make(cfg, CompiledStep, ArcDAE(cfg))
+    raw["train"]["step"] = "compiled"
+    with pytest.raises(ConfigError, match="train.step=compiled needs method.jac_estimator=fd"):
         from_dict(raw)
 
 
@@ -175,11 +175,11 @@ def curve(cfg_file, out, step):
 
 @pytest.mark.xdist_group("arcdae-step")
 @pytest.mark.timeout(1500)  # a cold whole-step compile: minutes on 2 cores
-def test_fast_and_reference_training_curves_agree(compile_config_file, tmp_path, capsys):
+def test_compiled_and_eager_training_curves_agree(compile_config_file, tmp_path, capsys):
     # the first test's network and batch: Inductor's FX graph cache can serve its graphs
-    ref = curve(compile_config_file, tmp_path / "ref", "reference")
-    fast = curve(compile_config_file, tmp_path / "fast", "fast")
-    assert "step: fast" in capsys.readouterr().err
+    ref = curve(compile_config_file, tmp_path / "ref", "eager")
+    fast = curve(compile_config_file, tmp_path / "fast", "compiled")
+    assert "step: compiled" in capsys.readouterr().err
     assert len(ref) == len(fast) == 30
     worst = max(abs(a - b) / b for a, b in zip(fast, ref))
     assert worst < 1e-2, worst  # 30 AdamW steps later the two runs are still the same run

@@ -202,17 +202,17 @@ def test_unreadable_newest_checkpoint_falls_back(tmp_path):
 def _nan_at_step_3(monkeypatch):
     """The compiled step without its compile (the control flow is under test, not Inductor),
     going non-finite at step 3 as the bf16 compiled step did on an AMX CPU."""
-    from arcdae_fast.step import FastStep, NonFiniteLoss
+    from arcdae_fast.step import CompiledStep, NonFiniteLoss
 
-    monkeypatch.setattr(FastStep, "compile", lambda self, fwd: fwd)
-    real = FastStep.__call__
+    monkeypatch.setattr(CompiledStep, "compile", lambda self, fwd: fwd)
+    real = CompiledStep.__call__
 
     def call(self, x0, inputs, step):
         if step == 3:
             raise NonFiniteLoss("non-finite loss at step 3 (loss=nan)")
         return real(self, x0, inputs, step)
 
-    monkeypatch.setattr(FastStep, "__call__", call)
+    monkeypatch.setattr(CompiledStep, "__call__", call)
 
 
 def test_nonfinite_compiled_step_names_the_step_and_the_eager_command(
@@ -221,10 +221,10 @@ def test_nonfinite_compiled_step_names_the_step_and_the_eager_command(
     _nan_at_step_3(monkeypatch)
     out = tmp_path / "run"
     args = ["--config", str(tiny_config_file), "--out", str(out), "--no-progress"]
-    assert main([*args, "--max-steps", "6", "train.step=fast", "train.precision=bf16"]) == 1
+    assert main([*args, "--max-steps", "6", "train.step=compiled", "train.precision=bf16"]) == 1
     err = capsys.readouterr().err
     assert "non-finite loss at step 3 (loss=nan) in the compiled bf16 autocast step" in err
-    assert "train.step=reference" in err and "ckpt_00000002.pt (step 2)" in err
+    assert "train.step=eager" in err and "ckpt_00000002.pt (step 2)" in err
     assert "lower train.lr" not in err
 
 
@@ -234,11 +234,11 @@ def test_on_nonfinite_eager_goes_on_from_the_last_checkpoint(
     _nan_at_step_3(monkeypatch)
     out = tmp_path / "run"
     args = ["--config", str(tiny_config_file), "--out", str(out), "--no-progress"]
-    sets = ["train.step=fast", "train.on_nonfinite=eager"]
+    sets = ["train.step=compiled", "train.on_nonfinite=eager"]
     assert main([*args, "--max-steps", "6", *sets]) == 0
     err = capsys.readouterr().err
     assert "going on with the eager step from the last checkpoint" in err
-    assert "resuming from" in err and "step: reference" in err
+    assert "resuming from" in err and "step: eager" in err
     rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
-    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["step"] == "reference"
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["step"] == "eager"

@@ -30,8 +30,10 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "model.part_dim": ("method.part_dim",),
 }
 ALIAS_PREFIXES = {"objective.": "method."}  # every other objective.* key is a method key
-# values that were removed: (key, old value) -> (the value that replaces it, why)
+# values that were removed or renamed: (key, old value) -> (the value that replaces it, why)
 REMOVED_VALUES = {
+    ("train.step", "reference"): ("eager", "renamed (one word per idea: eager | compiled)"),
+    ("train.step", "fast"): ("compiled", "renamed (one word per idea: eager | compiled)"),
     ("train.parallel", "manual"): (
         "ddp",
         "the hand-written all-reduce was removed (measured no faster than DDP, "

@@ -334,15 +334,17 @@ class TrainConfig:
     )
     step: str = option(
         "auto",
-        choices=("auto", "reference", "fast"),
-        doc="fast: the compiled step (arcdae_fast/step.py); reference: eager; auto: fast "
-        "where it was measured to win (CUDA; CPUs with native bf16), else reference",
+        choices=("auto", "eager", "compiled"),
+        doc="compiled: the step under torch.compile with Inductor (arcdae_fast/step.py); "
+        "eager: the same step uncompiled, the ground truth; auto: compiled where step agreement "
+        "recorded it equal and >= 1.1x (arcdae_fast/evidence.json), else eager. The old "
+        "words fast and reference still work",
         changes="nothing",
     )
     compile_mode: str = option(
         "default",
         choices=("default", "reduce-overhead", "max-autotune"),
-        doc="torch.compile mode of the fast step (reduce-overhead: CUDA graphs)",
+        doc="torch.compile mode of the compiled step (reduce-overhead: CUDA graphs)",
         changes="nothing",
     )
     num_threads: int = option(

@@ -52,7 +52,7 @@ class VPSchedule:
     def prepare(self, device: torch.device) -> None:
         """Build the tables for `device` now. torch.compile guards on the per-device cache,
         so a first build inside a traced forward makes the next call recompile the whole
-        step (measured: a second 25-80 s compile); FastStep calls this before compiling."""
+        step (measured: a second 25-80 s compile); CompiledStep calls this before compiling."""
         self._tables(torch.device(device))
 
     def _tables(self, device: torch.device) -> tuple[torch.Tensor, ...]:

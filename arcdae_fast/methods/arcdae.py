@@ -83,10 +83,10 @@ class ArcDAEConfig(MethodConfig):
                 "config: method.lambda_align > 0 needs method.teacher=true "
                 "(the alignment target is the teacher's code)"
             )
-        if cfg.train.step == "fast" and self.lambda_jac > 0 and self.jac_estimator != "fd":
+        if cfg.train.step == "compiled" and self.lambda_jac > 0 and self.jac_estimator != "fd":
             raise ConfigError(
-                "config: train.step=fast needs method.jac_estimator=fd (forward-mode AD "
-                "through GroupNorm does not compile); use train.step=reference or auto for jvp"
+                "config: train.step=compiled needs method.jac_estimator=fd (forward-mode AD "
+                "through GroupNorm does not compile); use train.step=eager or auto for jvp"
             )
 
 
@@ -194,7 +194,7 @@ class ArcDAE(DiffAE):
                     )
                 else:
                     z_student = self.encoder(x_student, parts=align)
-                    if jac:  # jvp: exact forward mode (the reference step only)
+                    if jac:  # jvp: exact forward mode (the eager step only)
                         out["loss_jac"] = o.jac_every * jacobian_term(
                             self.encoder.holo, x_student, sigma, inp.jac_vectors, estimator="jvp"
                         )

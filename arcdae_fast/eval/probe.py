@@ -37,7 +37,6 @@ from scipy.stats import pearsonr
 from sklearn.metrics import average_precision_score
 from torch import nn
 
-PROTOCOLS = ("converged", "diti")
 C_GRID = tuple(10.0**k for k in range(-4, 3))  # 1e-4 ... 1e2
 ALPHA_GRID = tuple(10.0**k for k in range(-2, 7))  # 1e-2 ... 1e6 (sum-of-squares objective)
 CELEBA_TRAIN = 162_770  # DiTi's probe ran its epochs over CelebA's training split

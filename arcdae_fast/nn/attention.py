@@ -72,10 +72,6 @@ def set_backend(name: str) -> None:
     _choice = name
 
 
-def current() -> str:
-    return _choice
-
-
 def resolve(choice: str, device: torch.device, dtype: torch.dtype, head_dim: int) -> str:
     if choice == "auto":
         return next(n for n in _AUTO_ORDER if not reasons(n, device, dtype, head_dim))

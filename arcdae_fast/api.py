@@ -136,7 +136,7 @@ class Model:
     def noise(self, n: int, seed: int = 0) -> torch.Tensor:
         g = torch.Generator().manual_seed(seed)
         r = self.resolution
-        return torch.randn((n, 3, r, r), generator=g).to(self.device)
+        return torch.randn((n, self.cfg.data.channels, r, r), generator=g).to(self.device)
 
     def decode(
         self,

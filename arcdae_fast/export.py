@@ -88,7 +88,7 @@ def modules(run: session.TrainedRun, batch: int = 2) -> dict[str, tuple[nn.Modul
     """{what: (eager module in eval mode, example inputs)} on the run's device."""
     r, dev = run.cfg.data.resolution, run.device
     g = torch.Generator().manual_seed(0)
-    x = (torch.rand((batch, 3, r, r), generator=g) * 2 - 1).to(dev)
+    x = (torch.rand((batch, run.cfg.data.channels, r, r), generator=g) * 2 - 1).to(dev)
     enc = Encoder(run.method, run.ema).eval()
     with torch.no_grad():
         z = enc(x)

@@ -129,7 +129,7 @@ class Session:
         )
 
     def batches(self, pool: int = 4) -> tuple[Callable[[], torch.Tensor], str]:
-        """next_batch() -> model input (B, 3, R, R), and where the images come from: the
+        """next_batch() -> model input (B, C, R, R), and where the images come from: the
         dataset's pipeline, or (no dataset) `pool` random batches kept on the device."""
         cfg, bs = self.cfg, self.cfg.train.batch_size
         if self.dataset is not None:
@@ -146,7 +146,7 @@ class Session:
         if not self._pool:
             g = torch.Generator(device=self.device).manual_seed(cfg.train.seed)
             res = cfg.data.resolution
-            shape = (bs, 3, res, res)
+            shape = (bs, cfg.data.channels, res, res)
             self._pool = [
                 torch.rand(shape, generator=g, device=self.device) * 2 - 1 for _ in range(pool)
             ]

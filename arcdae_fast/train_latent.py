@@ -121,7 +121,7 @@ def codes_of(run: session.TrainedRun, out: Path, progress: bool) -> torch.Tensor
 
 def _code_shape(run: session.TrainedRun) -> tuple[int, ...]:
     r = run.cfg.data.resolution
-    probe = torch.zeros(1, 3, r, r, device=run.device)
+    probe = torch.zeros(1, run.cfg.data.channels, r, r, device=run.device)
     with torch.no_grad():
         return tuple(run.method.encode(probe, run.ema).shape[1:])
 

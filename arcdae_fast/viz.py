@@ -13,12 +13,13 @@ import torch
 from PIL import Image
 
 from .checkpoint import atomic_write
+from .images import as_rgb
 from .methods import Method
 
 
 def to_grid(rows: list[torch.Tensor]) -> Image.Image:
-    """rows: tensors (N, 3, H, W) in [-1, 1] -> one image, a row per tensor."""
-    arr = torch.stack([torch.cat(list(r.float().clamp(-1, 1)), dim=2) for r in rows])
+    """rows: tensors (N, 3 or 1, H, W) in [-1, 1] -> one RGB image, a row per tensor."""
+    arr = torch.stack([torch.cat(list(as_rgb(r).float().clamp(-1, 1)), dim=2) for r in rows])
     arr = torch.cat(list(arr), dim=1)  # (3, rows*H, N*W)
     arr = ((arr + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(np.ascontiguousarray(arr))

@@ -81,8 +81,10 @@ def params(preset: str, overrides: list[str]) -> int:
 
 def one(a, method: str, seed: int) -> dict:
     preset, extra = PRESETS[method]
-    out = a.runs / a.data / f"{method}-s{seed}"
+    out = a.runs / name_of(a) / f"{method}-s{seed}"
     data = [f"data.dataset={a.data}", "data.resolution=32", f"train.seed={seed}"]
+    if a.channels != 3:
+        data.append(f"data.channels={a.channels}")
     if a.root:
         data.append(f"data.root={a.root}")
     if a.data == "synthetic":
@@ -166,6 +168,11 @@ def one(a, method: str, seed: int) -> dict:
     }
     result.write_text(json.dumps(rec))
     return rec
+
+
+def name_of(a) -> str:
+    """The table's name: the dataset, and _c1 for grey images as one channel."""
+    return a.data + ("" if a.channels == 3 else f"_c{a.channels}")
 
 
 def stat(xs: list[float]) -> str:
@@ -260,21 +267,29 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--recon-images", type=int, default=64, help="images of recon and steps")
     p.add_argument("--seeds", type=int, default=0, help="at most this many seeds (0: the table's)")
     p.add_argument("--root", default=None, help="data.root (default: the layout's)")
+    p.add_argument(
+        "--channels",
+        type=int,
+        choices=(1, 3),
+        default=3,
+        help="data.channels: 1 trains on grey images as one channel (fashion_mnist)",
+    )
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "method_table")
     p.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
     a = p.parse_args(argv)
+    a.argv = sys.argv[1:] if argv is None else argv
     chosen = {m: min(SEEDS[m], a.seeds or SEEDS[m]) for m in a.methods.split(",")}
     recs = []
     for method, seed in order(chosen):
         print(f"{time.strftime('%H:%M:%S')} {method} seed {seed}", flush=True)
         recs.append(one(a, method, seed))
         write(a, recs)
-    print(f"wrote {a.results}/method_table_{a.data}.md", flush=True)
+    print(f"wrote {a.results}/method_table_{name_of(a)}.md", flush=True)
 
 
 def write(a, recs: list[dict]) -> None:
     a.results.mkdir(parents=True, exist_ok=True)
-    stem = a.results / f"method_table_{a.data}"
+    stem = a.results / f"method_table_{name_of(a)}"
     rows = rows_fashion(recs) if a.data == "fashion_mnist" else rows_faces(recs)
     flags = ""
     try:
@@ -288,14 +303,16 @@ def write(a, recs: list[dict]) -> None:
         f"# Method table on {a.data} ({time.strftime('%Y-%m-%d')})",
         "",
         f"{cpu_name()} ({os.cpu_count()} cores; {flags}); each run {a.steps} steps of "
-        f"{a.batch} images at 32 px ({a.steps * a.batch} images), eager fp32/bf16 step as the "
+        f"{a.batch} images at 32 px ({a.steps * a.batch} images), "
+        f"{'one channel (data.channels=1), ' if a.channels == 1 else ''}"
+        "eager fp32/bf16 step as the "
         f"preset sets it; evaluation on the test split with {a.eval_images or 'all'} images per "
         "split; mean ± sample std over seeds. Command: "
-        f"`python bench/method_table.py --data {a.data} --steps {a.steps}`.",
+        f"`python bench/method_table.py {' '.join(a.argv)}`.",
         "",
         *rows,
         "",
-        f"![validation score against training steps](method_table_{a.data}.png)",
+        f"![validation score against training steps](method_table_{name_of(a)}.png)",
     ]
     stem.with_suffix(".md").write_text("\n".join(md) + "\n")
     stem.with_suffix(".json").write_text(json.dumps(recs, indent=1))

@@ -309,3 +309,62 @@ def test_classify_suite_a_plugin_suite_and_fail_fast(
     monkeypatch.setattr("torch.hub.get_dir", lambda: str(tmp_path / "hub"))
     assert eval_main([*ev, "--suite", "fid,classify", "eval.weights_dir=/nope"]) == 3
     assert "Inception" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["arcdae", "diffae", "dgae", "ddaepp", "dmz"])
+def test_every_method_trains_on_one_channel(name, tiny_cfg):
+    """data.channels=1: the networks take and give one channel (the augmentation runs on the
+    replicated image); a step's loss is finite and reaches every trained parameter."""
+    from arcdae_fast.config import from_dict
+    from arcdae_fast.methods import build
+
+    raw = tiny_cfg.to_dict()
+    raw["data"]["channels"] = 1
+    extra = {"downsample": 4, "lpips_weights": "random"} if name == "dgae" else {}
+    raw["method"] = {"name": name, **extra}
+    method = build(from_dict(raw))
+    x0 = torch.rand(4, 1, 16, 16) * 2 - 1
+    out = method(x0, method.draw_inputs(x0, torch.Generator().manual_seed(0)), **method.flags(0))
+    assert torch.isfinite(out["loss"])
+    out["loss"].backward()
+    den = method.trainable()["denoiser"]
+    convs = [m for m in den.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs[-1].out_channels == 1  # the denoiser predicts one channel
+    assert all(p.grad is not None for p in den.parameters() if p.requires_grad)
+
+
+def test_grey_images_as_one_channel(fashion_root, tiny_config_file, tmp_path):
+    from arcdae_fast.config import load_config
+    from arcdae_fast.data.loader import build_dataset
+    from arcdae_fast.ops import sample_augment_params, timestep_augment
+
+    grey, rgb = (fashion_mnist(fashion_root, 16, "train", c)[3]["image"] for c in (1, 3))
+    assert grey.shape == (1, 16, 16) and torch.equal(rgb, grey.expand(3, -1, -1))
+    # an RGB dataset cannot be served as one channel: one line naming both
+    cfg = load_config(str(tiny_config_file), ["data.channels=1"])
+    with pytest.raises(DataError, match="data.channels=1: data.dataset='synthetic' serves 3-ch"):
+        build_dataset(cfg.data)
+    # grey augmentation = the RGB augmentation of the replicated image (grey stays grey)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 1, 16, 16, generator=g) * 2 - 1
+    noise = torch.randn(6, 1, 16, 16, generator=g)
+    params = sample_augment_params(torch.full((6,), 0.8), g)
+    a, s = torch.full((6,), 0.9), torch.full((6,), 0.3)
+    x_t, view = timestep_augment(x, params, a, s, noise, backend="reference")
+    x_t3, view3 = timestep_augment(
+        x.expand(-1, 3, -1, -1), params, a, s, noise.expand(-1, 3, -1, -1), backend="reference"
+    )
+    assert x_t.shape == (6, 1, 16, 16)
+    assert (view3 - view3[:, :1]).abs().max() < 1e-5  # the three channels stay equal
+    torch.testing.assert_close(view, view3[:, :1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(x_t, x_t3[:, :1], atol=1e-5, rtol=0)
+    # the trainer, its grid and evaluation on one channel
+    run = tmp_path / "grey"
+    data = [f"data.root={fashion_root}", "data.dataset=fashion_mnist", "data.resolution=16"]
+    argv = ["--config", str(tiny_config_file), "--out", str(run), "--no-progress", *data]
+    assert train_main([*argv, "--max-steps", "2", "data.channels=1", "train.sample_every=2"]) == 0
+    assert (run / "samples" / "recon_00000002.png").is_file()
+    ev = ["--run", str(run), "--no-progress", "--suite", "classify", "eval.baselines=true"]
+    assert eval_main(ev) == 0
+    r = json.loads((run / "eval" / "00000002" / "eval.json").read_text())["suites"]["classify"]
+    assert r["pixels"]["dims"] == 16 * 16  # one channel of pixels

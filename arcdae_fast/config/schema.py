@@ -45,6 +45,14 @@ class DataConfig:
         None, doc="dataset folder (synthetic: generated there if missing)", changes="nothing"
     )
     resolution: int = option(64, min=8, doc="training resolution (square)")
+    channels: int = option(
+        3,
+        choices=(1, 3),
+        doc="channels of the images the networks see (their input and output follow it, as "
+        "their size follows data.resolution): 3, RGB (grey images replicated); 1, grey "
+        "images as one channel (grey datasets only: fashion_mnist)",
+        changes="network",
+    )
     loader: str = option(
         "auto",
         choices=("auto", "dali", "torch"),

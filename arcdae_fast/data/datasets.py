@@ -103,6 +103,7 @@ class ImageDataset(torch.utils.data.Dataset):
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ):
         self.files, self.resolution, self.crop_box = files, resolution, crop_box
+        self.channels = 3  # image files are served as RGB (data/arrays.py: grey as 1 or 3)
         self.max_pixels = max_pixels
         self.attrs, self.attr_names = attrs, attr_names or []
         self.factors, self.factor_names = factors, factor_names or []

@@ -22,6 +22,11 @@ def build_dataset(cfg: DataConfig) -> ImageDataset:
     if found.needs_root:
         layout.root_of(cfg, found.help)  # data.root unset: the one error, with the help
     ds = found.build(cfg)
+    if ds.channels != cfg.channels:
+        raise DataError(
+            f"data.channels={cfg.channels}: data.dataset={cfg.dataset!r} serves "
+            f"{ds.channels}-channel images (one channel is for grey datasets: fashion_mnist)"
+        )
     ds.max_pixels = cfg.max_image_pixels
     return ds
 

@@ -152,7 +152,7 @@ class Evaluator:
         ):
             k = min(self.ec.batch_size, n - lo)
             z = draw(k, g, self.device)
-            x_T = torch.randn((k, 3, r, r), generator=g, device=self.device)
+            x_T = torch.randn((k, self.cfg.data.channels, r, r), generator=g, device=self.device)
             yield self.decode(z, x_T, steps)
 
 

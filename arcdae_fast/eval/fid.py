@@ -25,6 +25,7 @@ import torch
 from scipy import linalg
 
 from ..checkpoint import atomic_write
+from ..images import as_rgb
 from ..nn.weights import INCEPTION
 from ..once import exclusive
 
@@ -109,7 +110,7 @@ def features_of(net: torch.nn.Module) -> Features:
 
     @torch.no_grad()
     def run(x: torch.Tensor) -> torch.Tensor:
-        u8 = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        u8 = ((as_rgb(x).float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return net(u8)[0].reshape(x.shape[0], -1)
 
     return run

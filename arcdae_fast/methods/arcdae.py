@@ -115,7 +115,8 @@ class ArcDAE(DiffAE):
     def make_encoder(self) -> SemanticEncoder:
         o = self.mcfg
         parts = (o.num_parts, o.part_key_dim, o.part_dim) if o.num_parts else None
-        return build_encoder(self.cfg.model, self.cfg.data.resolution, parts)
+        d = self.cfg.data
+        return build_encoder(self.cfg.model, d.resolution, parts, d.channels)
 
     def terms(self) -> tuple[str, ...]:
         o = self.mcfg

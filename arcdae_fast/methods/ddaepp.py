@@ -116,7 +116,8 @@ class DDAEPP(Method):
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         o = self.mcfg
-        unet = build_denoiser(cfg.model, cfg.data.resolution, o.code_dim, cond_blocks="up")
+        d = cfg.data
+        unet = build_denoiser(cfg.model, d.resolution, o.code_dim, d.channels, cond_blocks="up")
         self.denoiser = SelfCondUNet(unet, o.code_layer, o.code_dim, o.code_pool, o.pool_key_dim)
         self.schedule = VPSchedule(cfg.diffusion.schedule, cfg.diffusion.T)
         self.diffusion_loss = DiffusionLoss(cfg.diffusion.parameterization)

@@ -130,10 +130,9 @@ class DGAE(Method):
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         m, res = self.mcfg, cfg.data.resolution
-        self.encoder: VAEEncoder = build_vae_encoder(cfg.model, res, m.latent_channels)
-        self.denoiser = build_denoiser(
-            cfg.model, res, cond_dim=None, in_channels=3 + m.latent_channels
-        )
+        c = cfg.data.channels
+        self.encoder: VAEEncoder = build_vae_encoder(cfg.model, res, m.latent_channels, c)
+        self.denoiser = build_denoiser(cfg.model, res, None, c, extra_in=m.latent_channels)
         self.flow = FlowPath(m.t_density, m.t_loc, m.t_scale) if m.path == "flow" else None
         self.schedule = VPSchedule(cfg.diffusion.schedule, cfg.diffusion.T)
         self.diffusion_loss = DiffusionLoss(cfg.diffusion.parameterization)

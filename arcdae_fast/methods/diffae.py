@@ -42,12 +42,14 @@ class DiffAE(Method):
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         self.encoder = self.make_encoder()
-        self.denoiser = build_denoiser(cfg.model, cfg.data.resolution, cond_dim=self.encoder.z_dim)
+        d = cfg.data
+        self.denoiser = build_denoiser(cfg.model, d.resolution, self.encoder.z_dim, d.channels)
         self.schedule = VPSchedule(cfg.diffusion.schedule, cfg.diffusion.T)
         self.diffusion_loss = DiffusionLoss(cfg.diffusion.parameterization)
 
     def make_encoder(self) -> SemanticEncoder:
-        return build_encoder(self.cfg.model, self.cfg.data.resolution)
+        d = self.cfg.data
+        return build_encoder(self.cfg.model, d.resolution, channels=d.channels)
 
     def terms(self) -> tuple[str, ...]:
         return ("loss", "loss_diff")

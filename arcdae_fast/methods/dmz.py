@@ -84,20 +84,22 @@ class DMZ(Method):
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
-        o, res = self.mcfg, cfg.data.resolution
+        o, res, c = self.mcfg, cfg.data.resolution, cfg.data.channels
         if o.latent == "vector":
             z_dim = cfg.model.encoder.z_dim  # the head gives mean and log-variance
             wide = dataclasses.replace(cfg.model.encoder, z_dim=2 * z_dim)
-            self.encoder = build_encoder(dataclasses.replace(cfg.model, encoder=wide), res)
+            self.encoder = build_encoder(
+                dataclasses.replace(cfg.model, encoder=wide), res, channels=c
+            )
             self.latent_shape = (z_dim,)
         else:
-            self.encoder = build_vae_encoder(cfg.model, res, o.latent_channels)
+            self.encoder = build_vae_encoder(cfg.model, res, o.latent_channels, c)
             self.latent_shape = self.encoder.latent_shape(res)
         channels = self.latent_shape[0]
         if o.cond == "adagn":
-            self.denoiser = build_denoiser(cfg.model, res, cond_dim=channels)
+            self.denoiser = build_denoiser(cfg.model, res, channels, c)
         else:
-            self.denoiser = build_denoiser(cfg.model, res, None, in_channels=3 + channels)
+            self.denoiser = build_denoiser(cfg.model, res, None, c, extra_in=channels)
         self.schedule = VPSchedule(cfg.diffusion.schedule, cfg.diffusion.T)
         self.diffusion_loss = DiffusionLoss(cfg.diffusion.parameterization)
 

@@ -2,7 +2,7 @@
 vector encoder with its holistic and optional part heads (`encoder.py`), DGAE's spatial VAE
 encoder (`vae.py`), and the shared layers (`layers.py`). Conditioning: the U-Net's ResBlocks
 modulate by AdaGN on the time embedding and, when `cond_dim` is set, on a vector code z
-(DiffAE); spatial (concat) conditioning widens the U-Net's input (`in_channels`, DGAE).
+(DiffAE); spatial (concat) conditioning widens the U-Net's input (`extra_in`, DGAE).
 
 `build_denoiser` / `build_encoder` / `build_vae_encoder` make them from their config sections
 (`model.denoiser.*`, `model.encoder.*`, arcdae_fast/config.py).
@@ -32,13 +32,14 @@ def build_denoiser(
     model: ModelConfig,
     resolution: int,
     cond_dim: int | None,
-    in_channels: int = 3,
+    channels: int = 3,
+    extra_in: int = 0,
     cond_blocks: str = "all",
 ) -> UNet:
     """The denoiser of `model.denoiser` in `model.arch`, conditioned on a `cond_dim`-wide code
     by AdaGN (None: on time only) in every ResBlock or, `cond_blocks="up"`, in the decoding
-    half only (DDAE++); `in_channels` > 3 for a spatial code concatenated to the noisy image
-    (DGAE)."""
+    half only (DDAE++); images of `channels` channels (data.channels) in and out, and
+    `extra_in` more input channels for a spatial code concatenated to the noisy image (DGAE)."""
     cfg = model.denoiser
     return UNet(
         resolution=resolution,
@@ -53,13 +54,17 @@ def build_denoiser(
         head_channels=cfg.head_channels,
         max_groups=cfg.max_groups,
         arch=ARCHS[model.arch],
-        in_channels=in_channels,
+        in_channels=channels + extra_in,
+        out_channels=channels,
         cond_blocks=cond_blocks,
     )
 
 
 def build_encoder(
-    model: ModelConfig, resolution: int, parts: tuple[int, int, int] | None = None
+    model: ModelConfig,
+    resolution: int,
+    parts: tuple[int, int, int] | None = None,
+    channels: int = 3,
 ) -> SemanticEncoder:
     """The semantic encoder of `model.encoder` in `model.arch`; `parts` = (K, d_k, d_p) adds
     ArcDAE's part head (SPEC section 3), None leaves it out."""
@@ -67,6 +72,7 @@ def build_encoder(
     num_parts, key_dim, part_dim = parts or (0, 64, 128)
     return SemanticEncoder(
         resolution=resolution,
+        in_channels=channels,
         base_channels=cfg.base_channels,
         channel_mult=cfg.channel_mult,
         num_res_blocks=cfg.num_res_blocks,
@@ -82,12 +88,15 @@ def build_encoder(
     )
 
 
-def build_vae_encoder(model: ModelConfig, resolution: int, latent_channels: int) -> VAEEncoder:
+def build_vae_encoder(
+    model: ModelConfig, resolution: int, latent_channels: int, channels: int = 3
+) -> VAEEncoder:
     """DGAE's spatial VAE encoder (SD-VAE's layout) with `model.encoder`'s sizes: downsampling
     f = 2^(len(channel_mult) - 1), `latent_channels` channels."""
     cfg = model.encoder
     return VAEEncoder(
         resolution=resolution,
+        in_channels=channels,
         latent_channels=latent_channels,
         base_channels=cfg.base_channels,
         channel_mult=cfg.channel_mult,

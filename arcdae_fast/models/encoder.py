@@ -29,6 +29,7 @@ class SemanticEncoder(nn.Module):
         self,
         *,
         resolution: int,
+        in_channels: int = 3,
         base_channels: int = 128,
         channel_mult: tuple[int, ...] = (1, 1, 2, 3, 4, 4),
         num_res_blocks: int = 2,
@@ -52,7 +53,13 @@ class SemanticEncoder(nn.Module):
             arch, num_heads=num_heads, head_channels=head_channels, max_groups=max_groups
         )
         self.down, _, ch = down_path(
-            blocks, base_channels, channel_mult, num_res_blocks, attn_resolutions, resolution
+            blocks,
+            base_channels,
+            channel_mult,
+            num_res_blocks,
+            attn_resolutions,
+            resolution,
+            in_channels,
         )
         self.middle = blocks.middle(ch)
         self.out_norm = nn.GroupNorm(group_count(ch, max_groups), ch)

@@ -30,6 +30,7 @@ class VAEEncoder(nn.Module):
         self,
         *,
         resolution: int,
+        in_channels: int = 3,
         latent_channels: int = 16,
         base_channels: int = 128,
         channel_mult: tuple[int, ...] = (1, 1, 2, 2, 4),
@@ -47,7 +48,13 @@ class VAEEncoder(nn.Module):
             )
         blocks = Blocks(VAE_ARCH, dropout=dropout, max_groups=max_groups)
         self.down, _, ch = down_path(
-            blocks, base_channels, channel_mult, num_res_blocks, attn_resolutions, resolution
+            blocks,
+            base_channels,
+            channel_mult,
+            num_res_blocks,
+            attn_resolutions,
+            resolution,
+            in_channels,
         )
         self.middle = blocks.middle(ch)
         self.out_norm = nn.GroupNorm(group_count(ch, max_groups), ch)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..images import as_rgb
 from .weights import ALEXNET, LPIPS_ALEX, LPIPS_VGG, VGG16
 
 # LPIPS's ScalingLayer: (x - shift) / scale on [-1, 1] inputs
@@ -110,8 +111,9 @@ class LPIPS(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-image distances (B,) of x, y (B, 3, H, W) in [-1, 1], computed in float32
-        (autocast off); differentiable in x and y."""
+        """Per-image distances (B,) of x, y (B, 3, H, W) in [-1, 1] (grey (B, 1, H, W):
+        replicated), computed in float32 (autocast off); differentiable in x and y."""
+        x, y = as_rgb(x), as_rgb(y)
         if min(x.shape[-2:]) < self.min_size:
             raise ValueError(
                 f"LPIPS ({self.net}) needs images of at least {self.min_size} px, got "

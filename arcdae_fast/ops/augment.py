@@ -10,6 +10,7 @@ import math
 
 import torch
 
+from ..images import as_rgb
 from . import _backends, _ext, _triton
 from . import _selfcheck as _selfcheck_mod
 from ._validate import check_nonempty, check_tensor
@@ -76,7 +77,8 @@ def timestep_augment(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply augmentation `params` to images x in [-1, 1], then noise them.
 
-    x, noise: (B, 3, H, W); params: (B, 9) from `sample_augment_params`; alpha, sigma: (B,).
+    x, noise: (B, 3, H, W), or grey (B, 1, H, W) (augmented as the replicated RGB image);
+    params: (B, 9) from `sample_augment_params`; alpha, sigma: (B,).
     Returns (x_t, view), both like x: view = aug(x) in [-1, 1] and
     x_t = alpha * view + sigma * noise. Steps (SPEC section 2), in [0, 1] pixel space:
     crop + flip by bilinear resampling to the same size (border clamp), brightness (x * b),
@@ -87,6 +89,16 @@ def timestep_augment(
     finite, crop sizes > 0, flip 0/1, colour factors >= 0, |hue| <= 1), the same for every
     backend; NaN in x propagates identically in every backend (the clamp keeps it).
     """
+    if x.dim() == 4 and x.shape[1] == 1:  # grey: the RGB transform of the replicated image
+        x_t, view = timestep_augment(
+            as_rgb(x).contiguous(),
+            params,
+            alpha,
+            sigma,
+            as_rgb(noise).contiguous(),
+            backend=backend,
+        )  # saturation and hue leave grey grey: the channels are equal, their mean is the image
+        return x_t.mean(1, keepdim=True), view.mean(1, keepdim=True)
     _check_inputs(FN, x, params, alpha, sigma, noise=noise)
     impl = _backends.resolve(OP, backend, x.device, x.dtype)
     if impl.name == "reference":

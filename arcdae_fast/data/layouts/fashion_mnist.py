@@ -1,6 +1,7 @@
 """Fashion-MNIST's original IDX files (Debian's package dataset-fashion-mnist installs them
 under /usr/share/datasets/fashion-mnist, the default data.root; gzipped or not): 28 x 28 grey
-product photographs, 10 classes, served as data/arrays.py says (padded to 32 px, RGB).
+product photographs, 10 classes, served as data/arrays.py says (padded to 32 px; RGB, or one
+channel with data.channels=1).
 Splits: train = the first 55,000 images of the training file, valid = its last 5,000, test =
 the 10,000 test images; "all" = the training file."""
 
@@ -41,7 +42,7 @@ IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4
 
 @register("fashion_mnist", partition=True, help=FASHION_HELP, needs_root=False)
 def fashion(cfg: DataConfig) -> ArrayDataset:
-    return fashion_mnist(cfg.root, cfg.resolution, cfg.split)
+    return fashion_mnist(cfg.root, cfg.resolution, cfg.split, cfg.channels)
 
 
 def _open(path: Path) -> bytes:
@@ -75,7 +76,9 @@ def _find(root: Path, stem: str, help_text: str) -> Path:
     raise DataError(f"expected {root / stem} (or {stem}.gz). {help_text}")
 
 
-def fashion_mnist(root: str | Path | None, resolution: int, split: str) -> ArrayDataset:
+def fashion_mnist(
+    root: str | Path | None, resolution: int, split: str, channels: int = 3
+) -> ArrayDataset:
     root = Path(root or FASHION_ROOT).expanduser()
     if not root.is_dir():
         raise DataError(f"data.root {str(root)!r} does not exist. {FASHION_HELP}")
@@ -96,4 +99,4 @@ def fashion_mnist(root: str | Path | None, resolution: int, split: str) -> Array
         "test": (te_x, te_y),
         "all": (tr_x, tr_y),
     }[split]
-    return ArrayDataset(*pick, FASHION_CLASSES, resolution, f"{root}/{split}")
+    return ArrayDataset(*pick, FASHION_CLASSES, resolution, f"{root}/{split}", channels)

@@ -140,9 +140,25 @@ def _atomic_write(path: Path, write: Any) -> None:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() honours umask
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        cause = _os_error_in(e)
+        if cause is not None and cause is not e:
+            # torch.save's zip writer, cleaning up after a failed write (a full disk), raises
+            # its own RuntimeError ("unexpected pos ...") over the OSError: report the OSError
+            raise cause from None
         raise
+
+
+def _os_error_in(e: BaseException | None) -> OSError | None:
+    """The first OSError in e's chain of causes and contexts (e itself included)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def _umask() -> int:

@@ -379,3 +379,49 @@ def test_disk_full_between_checkpoints_is_one_line_and_resumes(
     assert run(tiny_config_file, out, *sets) == 0
     steps = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+@contextlib.contextmanager
+def small_disk(path, size: int):
+    """A tmpfs of `size` bytes mounted at `path` (needs root with CAP_SYS_ADMIN, else skip)."""
+    path.mkdir()
+    cmd = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]
+    r = subprocess.run(cmd, capture_output=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip() or r.returncode})")
+    try:
+        yield lambda size: subprocess.run(
+            ["mount", "-o", f"remount,size={size}", str(path)], check=True
+        )
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.mark.parametrize("grids", [False, True])
+def test_a_real_full_disk_mid_run_is_one_line_and_resumes_once_space_is_freed(
+    grids, tiny_config_file, tmp_path, capsys
+):
+    """Not simulated: the run folder on a tmpfs with room for one checkpoint and a half. A
+    write after the first checkpoint (the second checkpoint; with grids, whichever write
+    comes first) fills the disk: one line naming the reason and the intact checkpoint, no
+    temp or 0-byte file left; the disk grows (space freed) and the same command finishes."""
+    probe = tmp_path / "probe"
+    assert run(tiny_config_file, probe, "--max-steps", "2", "train.ckpt_every=2") == 0
+    ckpt = sum(p.stat().st_size for p in (probe / "checkpoints").iterdir())
+    capsys.readouterr()
+    sets = ["--max-steps", "6", "train.ckpt_every=2", "train.keep_checkpoints=1"]
+    sets += ["train.sample_every=1", "train.log_every=1"] if grids else []
+    with small_disk(tmp_path / "disk", int(1.5 * ckpt) + (64 << 10)) as grow:
+        out = tmp_path / "disk" / "run"
+        assert run(tiny_config_file, out, *sets) == 1
+        err = capsys.readouterr().err
+        one_line_error(err, "no space left on device", "ckpt_00000002.pt is intact")
+        left = [p.name for p in (out / "checkpoints").iterdir()]
+        assert not [n for n in left if n.startswith(".")], left  # no temp file
+        assert not [p for p in out.rglob("*") if p.is_file() and p.stat().st_size == 0]
+        assert checkpoint.load_latest(out / "checkpoints")[0] == 2
+        grow(4 * ckpt + (1 << 20))
+        assert run(tiny_config_file, out, *sets) == 0
+        assert "resuming from" in capsys.readouterr().err
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(ln)["step"] for ln in lines] == [1, 2, 3, 4, 5, 6]

@@ -420,6 +420,9 @@ def test_a_real_full_disk_mid_run_is_one_line_and_resumes_once_space_is_freed(
         assert not [n for n in left if n.startswith(".")], left  # no temp file
         assert not [p for p in out.rglob("*") if p.is_file() and p.stat().st_size == 0]
         assert checkpoint.load_latest(out / "checkpoints")[0] == 2
+        assert run(tiny_config_file, out, *sets) == 1  # a resume on the still-full disk
+        one_line_error(capsys.readouterr().err, "one checkpoint of this run needs about")
+        assert not [p for p in out.rglob(".*") if p.is_file()]  # no write probe left
         grow(4 * ckpt + (1 << 20))
         assert run(tiny_config_file, out, *sets) == 0
         assert "resuming from" in capsys.readouterr().err

@@ -7,7 +7,7 @@ VENV ?= .venv
 VPY := $(VENV)/bin/python
 OUT ?= runs/quickstart
 
-.PHONY: venv quickstart test lint clean realdata
+.PHONY: venv quickstart test lint clean realdata evidence
 
 venv: $(VENV)/.installed
 
@@ -38,6 +38,13 @@ test: venv
 FMNIST := /usr/share/datasets/fashion-mnist
 realdata:
 	@if [ -f $(FMNIST)/t10k-labels-idx1-ubyte.gz ]; then 		echo "Fashion-MNIST is in $(FMNIST) (data.dataset=fashion_mnist reads it there)"; 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then 		apt-get install -y dataset-fashion-mnist || 		{ apt-get update && apt-get install -y dataset-fashion-mnist; }; 	else 		echo "Fashion-MNIST is not installed. On Debian/Ubuntu: sudo apt-get install" 			"dataset-fashion-mnist (its IDX files go to $(FMNIST)). Elsewhere: put" 			"train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and" 			"t10k-labels-idx1-ubyte.gz from https://github.com/zalandoresearch/fashion-mnist in a" 			"folder and pass data.root=FOLDER."; 		exit 1; 	fi
+
+# what train.step=auto and the ops' auto read on this machine's device class
+# (arcdae_fast/evidence.json): the fused ops against their reference (minutes) and every
+# method's compiled step against the eager one (step agreement: an hour on 2 cores)
+evidence: venv
+	$(VPY) bench/op_evidence.py --record
+	$(VPY) bench/step_agreement.py --record
 
 lint: venv
 	$(VPY) -m pip install -q ruff && $(VPY) -m ruff check . && $(VPY) -m ruff format --check .

@@ -1,12 +1,21 @@
 """What was measured on each device class, in one record that the automatic choices read.
 
 `arcdae_fast/evidence.json` holds, per device class (`device_class`: the CPU's vector and
-bf16 features, or the GPU's compute capability), the verdicts of bench/step_agreement.py:
-for each method and precision, whether the compiled step trained the same model as the eager
-step and how fast it ran against it. `train.step=auto` (step.choose_step) takes the compiled
-step only where that record says it agreed and ran at least MIN_SPEEDUP x the eager step; a
-device class with no record runs the eager step, and the log line says why. Refresh it with
-`python bench/step_agreement.py --record` on the machine in question (and commit the file).
+bf16 features, or the GPU's compute capability):
+
+- `steps`: the verdicts of bench/step_agreement.py: for each method and precision, whether
+  the compiled step trained the same model as the eager step and how fast it ran against it.
+  `train.step=auto` (step.choose_step) takes the compiled step only where that record says
+  it agreed and ran at least MIN_SPEEDUP x the eager step;
+- `ops`: bench/op_evidence.py's measurements: for each op, fused backend and dtype, its
+  fwd+bwd time against the op's reference at a ladder of work sizes, and `min_size`, the
+  smallest measured size from which it ran at least MIN_SPEEDUP x the reference at every
+  larger one (None: at none). `auto` (ops/_backends.resolve) picks a fused backend only from
+  there.
+
+A device class with no record runs the eager step and the reference ops, and the log line /
+`python -m arcdae_fast.info` says why. Refresh it on the machine in question with `make
+evidence` (both benches with --record) and commit the file.
 """
 
 from __future__ import annotations
@@ -54,6 +63,40 @@ def load() -> dict[str, Any]:
     if not PATH.is_file():
         return {}
     return json.loads(PATH.read_text())
+
+
+@functools.cache
+def _ops_of(dclass: str) -> dict[str, Any]:
+    return load().get(dclass, {}).get("ops", {})
+
+
+def forget() -> None:
+    """Drop what was read (after the file changed: a record, a test's own file)."""
+    _ops_of.cache_clear()
+
+
+def op_record(dclass: str, op: str, backend: str, dtype: torch.dtype) -> dict[str, Any] | None:
+    """bench/op_evidence.py's record of a fused backend of `op` at `dtype` on a device class
+    (min_size, rows of size / reference ms / backend ms / speed-up, device, date), or None."""
+    return _ops_of(dclass).get(op, {}).get(backend, {}).get(str(dtype).replace("torch.", ""))
+
+
+def op_min_size(dclass: str, op: str, backend: str, dtype: torch.dtype) -> int | None:
+    """The smallest work size from which `auto` may pick the fused backend (None: never)."""
+    rec = op_record(dclass, op, backend, dtype)
+    return None if rec is None else rec["min_size"]
+
+
+def record_ops(dclass: str, records: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """Store bench/op_evidence.py's records ({op: {backend: {dtype: record}}}) for a class,
+    replacing what was there for those (op, backend, dtype)."""
+    data = load()
+    ops = data.setdefault(dclass, {}).setdefault("ops", {})
+    for op, by_backend in records.items():
+        for backend, by_dtype in by_backend.items():
+            ops.setdefault(op, {}).setdefault(backend, {}).update(by_dtype)
+    PATH.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    forget()
 
 
 def step_verdict(dclass: str, method: str, precision: str) -> tuple[bool, str]:

@@ -82,28 +82,55 @@ def report() -> str:
     for op in _backends.ops():
         lines.append(f"\n{op}:")
         for dev in devices:
-            device = torch.device(dev)
-            try:  # the choice for large work and for the smallest (auto_min_size crossovers)
-                big = _backends.resolve(op, "auto", device, torch.float32, 1 << 40)
-                small = _backends.resolve(op, "auto", device, torch.float32, 0).name
-                chosen = big.name
-                if small != big.name:
-                    cut = big.auto_min_size.get(dev, 0)
-                    chosen += f" from work size {cut:,} ({small} below: measured crossover)"
-            except RuntimeError as e:
-                chosen = f"none ({e})"
-            lines.append(f"  {dev}: auto -> {chosen}")
-            for name, b in _backends.backends(op).items():
-                why = b.reasons(device, torch.float32)
-                if why:
-                    state = "unavailable: " + "; ".join(why)
-                elif b.priority.get(dev, -1) < 0:
-                    state = "available when forced (not picked by auto)"
-                else:
-                    state = f"available (priority {b.priority[dev]})"
-                lines.append(f"    {name:<10} {state}")
+            lines += _op_lines(op, torch.device(dev))
     lines += _step_lines(devices) + _attention_lines(devices) + _export_lines()
     return "\n".join(lines)
+
+
+def _op_lines(op: str, device: torch.device) -> list[str]:
+    """What `auto` picks for op on device (fp32 and, where native, bf16) and the measurements
+    behind it (arcdae_fast/evidence.json), then every backend's state."""
+    from . import evidence
+    from .step import native_bf16
+
+    dev, dclass = device.type, evidence.device_class(device)
+    dtypes = [torch.float32] + ([torch.bfloat16] if native_bf16(device) else [])
+    out = []
+    for dtype in dtypes:
+        dt = str(dtype).replace("torch.", "")
+        try:
+            small = _backends.resolve(op, "auto", device, dtype, 0).name
+            big = _backends.resolve(op, "auto", device, dtype, 1 << 60).name
+        except RuntimeError as e:
+            out.append(f"  {dev}: auto -> none ({dt}: {e})")
+            continue
+        why = []
+        for name, b in _backends.backends(op).items():
+            if name == "reference" or b.priority.get(dev, -1) < 0 or b.reasons(device, dtype):
+                continue
+            rec = evidence.op_record(dclass, op, name, dtype)
+            if rec is None:
+                why.append(
+                    f"{name}: not measured on {dclass} (python bench/op_evidence.py --record)"
+                )
+                continue
+            best = max(rec["rows"], key=lambda r: r["size"])
+            at = f"{best['speedup']:.2f}x the reference at work size {best['size']:,}"
+            when = f"from work size {rec['min_size']:,}" if rec["min_size"] is not None else "never"
+            why.append(f"{name}: {at} ({rec['device']}, {rec['date']}): auto {when}")
+        chosen = big if small == big else f"{small} below the measured crossover, {big} above"
+        out.append(f"  {dev}: auto -> {chosen} ({dt}, {dclass})")
+        out += [f"      {w}" for w in why]
+    for name, b in _backends.backends(op).items():
+        reasons = b.reasons(device, torch.float32)
+        if reasons:
+            state = "unavailable: " + "; ".join(reasons)
+        elif b.priority.get(dev, -1) < 0:
+            state = "available when forced (not picked by auto)"
+        else:
+            state = f"available (priority {b.priority[dev]})"
+        out.append(f"    {name:<10} {state}")
+    return out
 
 
 def _step_lines(devices: list[str]) -> list[str]:

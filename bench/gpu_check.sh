@@ -13,14 +13,15 @@
 #   bench/gpu_check.sh --stages checks; bench/gpu_check.sh --stages bench   # two calls
 #
 # Stages, in order (budget in seconds on the GPU): env 30, build 150, triton-sm90 60,
-# cuda-tests 150, steps 200 | bench-infonce, bench-attn-pool, bench-augment, bench-adagn 60
-# each, bench-step 200, profile 120, decode 60. All of them may not fit one 10-minute call:
-# the groups `checks` (up to steps) and `bench` (env, build and the rest) split them in two.
+# cuda-tests 150, steps 200, agreement 300 | op-evidence 150, bench-infonce, bench-attn-pool,
+# bench-augment, bench-adagn 60 each, bench-step 200, profile 120, decode 60. All of them may
+# not fit one 10-minute call: the groups `checks` (up to agreement) and `bench` (env, build and
+# the rest) split them in two.
 #
 # Writes at most 8 files into the output folder (--out, else $OUT, else a new temporary
 # folder): summary.md (the stage table and the results), summary.json (the same with the
-# environment), log.txt (every stage's output), steps.jsonl (bench/gpu_steps.py), ops.csv
-# (InfoNCE, attention pool, augmentation, AdaGN), step.csv (the training step), profile.json
+# environment), log.txt (every stage's output), steps.jsonl (bench/gpu_steps.py, step and op
+# evidence), ops.csv (InfoNCE, attention pool, augmentation, AdaGN), step.csv (the training step), profile.json
 # (the profiler's top kernels, MFU), data.csv (decoding). Exit status: 0 when every stage
 # that ran passed (skipped ones included), else 1.
 #
@@ -82,12 +83,12 @@ expanded=""
 for s in ${STAGES_WANTED//,/ }; do
   case $s in
     checks) s=env,build,triton-sm90,cuda-tests,steps,agreement ;;
-    bench) s=env,build,bench-infonce,bench-attn-pool,bench-augment,bench-adagn,bench-step,profile,decode ;;
+    bench) s=env,build,op-evidence,bench-infonce,bench-attn-pool,bench-augment,bench-adagn,bench-step,profile,decode ;;
   esac
   expanded=$expanded,$s
 done
 STAGES_WANTED=${expanded#,}
-ALL=",env,build,triton-sm90,cuda-tests,steps,agreement,bench-infonce,bench-attn-pool,bench-augment,bench-adagn,bench-step,profile,decode,"
+ALL=",env,build,triton-sm90,cuda-tests,steps,agreement,op-evidence,bench-infonce,bench-attn-pool,bench-augment,bench-adagn,bench-step,profile,decode,"
 for s in ${STAGES_WANTED//,/ }; do
   if [ "$s" != all ] && [[ "$ALL" != *",$s,"* ]]; then
     echo "gpu_check.sh: unknown stage $s; stages: ${ALL:1:-1} (groups: checks, bench)" >&2
@@ -157,6 +158,14 @@ fi
 # `python bench/step_agreement.py --record-from steps.jsonl` writes them into
 # arcdae_fast/evidence.json for this GPU class (train.step=auto reads it)
 cuda_only agreement 300 "'$PY' bench/step_agreement.py --device cuda --steps 20 --batch 16 --out '$OUTDIR/steps.jsonl'"
+
+# --- op evidence: which fused backends beat the reference on this GPU, from which size ----
+# (one line in steps.jsonl; back here, `python bench/op_evidence.py --record-from steps.jsonl`)
+if [ $DRY = 1 ]; then
+  stage op-evidence 60 "'$PY' bench/op_evidence.py --device cpu --quick --rounds 1 --min-time 0.01 --dtypes float32 --ops augment --out '$OUTDIR/steps.jsonl'"
+else
+  stage op-evidence 150 "'$PY' bench/op_evidence.py --device cuda --rounds 3 --out '$OUTDIR/steps.jsonl'"
+fi
 
 # --- op benchmarks (fixed small repetition counts: do_bench's defaults) --------------------
 # (dry run: the eager baselines and the C++ kernels; Inductor's compiles cost minutes on CPU)

@@ -121,11 +121,14 @@ def main(argv: list[str] | None = None) -> int:
         if ln.strip()
     ]
     steps_path = a.out / "steps.jsonl"
-    steps = (
-        [json.loads(ln) for ln in steps_path.read_text().splitlines()]
+    rows = (
+        [json.loads(ln) for ln in steps_path.read_text().splitlines() if ln.strip()]
         if steps_path.exists()
         else []
     )
+    # steps.jsonl: gpu_steps.py's checks, step_agreement.py's variants, op_evidence.py's records
+    steps = [r for r in rows if "check" in r]
+    agreement = [r for r in rows if "variant" in r]
     ops, step_rows, data_rows = (read_csv(a.out / n) for n in ("ops.csv", "step.csv", "data.csv"))
     prof_path = a.out / "profile.json"
     prof = json.loads(prof_path.read_text()) if prof_path.exists() else None
@@ -192,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     (a.out / "summary.md").write_text("\n".join(md) + "\n")
     bad = [s["stage"] for s in stages if s["status"] in ("failed", "timeout")]
     bad += [f"{r['preset']}:{r['check']}" for r in steps if not r["ok"]]
+    bad += [f"{r['preset']}:{r['variant']}" for r in agreement if r.get("ok") is False]
     print("summary: " + ("every stage that ran passed" if not bad else f"failed: {bad}"))
     return 1 if bad else 0
 

@@ -1,11 +1,28 @@
+import json
+
 import pytest
 import torch
 
-from arcdae_fast import kernels
+from arcdae_fast import evidence, kernels
 from arcdae_fast.info import report
 from arcdae_fast.ops import _backends, _triton, snr_weighted_infonce
 
 CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def cpp_measured(tmp_path, monkeypatch):
+    """An evidence record (arcdae_fast/evidence.json's format) saying that on this machine's
+    device class the cpp AdaGN beats the reference in float32 from work size 100,000."""
+    rows = [{"size": s, "speedup": v} for s, v in ((10**4, 0.8), (10**5, 1.3), (10**6, 1.5))]
+    rec = {"min_size": 100_000, "rows": rows, "device": "a test's", "date": "today"}
+    path = tmp_path / "evidence.json"
+    ops = {"ops": {"adagn": {"cpp": {"float32": rec}}}}
+    path.write_text(json.dumps({evidence.device_class(CPU): ops}))
+    monkeypatch.setattr(evidence, "PATH", path)
+    evidence.forget()
+    yield
+    evidence.forget()
 
 
 def test_auto_picks_the_highest_priority_available_backend():
@@ -17,20 +34,27 @@ def test_auto_picks_the_highest_priority_available_backend():
                 for n, b in _backends.backends(op).items()
                 if b.priority.get("cpu", -1) >= 0
                 and not b.reasons(CPU, torch.float32)
-                and size >= b.auto_min_size.get("cpu", 0)
+                and 0 <= _backends.auto_min_size(op, n, "cpu", torch.float32) <= size
             }
             best = max(usable, key=usable.get)
             assert _backends.resolve(op, "auto", CPU, torch.float32, size).name == best
         assert _backends.resolve(op, "auto", CPU, torch.float64).name == "reference"
 
 
-def test_small_work_stays_on_the_reference():
+def test_auto_picks_a_fused_backend_only_where_it_was_measured_to_win(cpp_measured):
     from arcdae_fast.ops import _ext
 
     if _ext.load_error():
         pytest.skip("the C++ extension is not built")
     assert _backends.resolve("adagn", "auto", CPU, torch.float32, 10**3).name == "reference"
     assert _backends.resolve("adagn", "auto", CPU, torch.float32, 10**7).name == "cpp"
+    # not measured: bfloat16 here, attn_pool at any size
+    assert _backends.resolve("adagn", "auto", CPU, torch.bfloat16, 10**7).name == "reference"
+    assert _backends.resolve("attn_pool", "auto", CPU, torch.float32, 10**9).name == "reference"
+    text = report()
+    assert "cpp: 1.50x the reference at work size 1,000,000 (a test's, today): auto from " in text
+    assert "cpu: auto -> reference below the measured crossover, cpp above (float32" in text
+    assert "not measured on " in text and "python bench/op_evidence.py --record" in text
     assert _backends.resolve("adagn", "cpp", CPU, torch.float32, 10).name == "cpp"  # forced
 
 
@@ -117,7 +141,7 @@ def test_every_selfcheck_passes_for_working_backends(op):
         assert check(backend, CPU) is None, (op, backend)
 
 
-def test_a_failing_selfcheck_disables_the_backend(monkeypatch):
+def test_a_failing_selfcheck_disables_the_backend(monkeypatch, cpp_measured):
     from arcdae_fast.ops import _ext
     from arcdae_fast.ops import adagn as adagn_fn
 

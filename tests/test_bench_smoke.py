@@ -81,3 +81,27 @@ def test_method_table_runs_trains_evaluates_and_resumes(tmp_path):
     assert "| arcdae |" in md and (tmp_path / "res" / "method_table_fashion_mnist.png").is_file()
     (rec,) = json.loads((tmp_path / "res" / "method_table_fashion_mnist.json").read_text())
     assert rec["images_seen"] == 16 and len(rec["curve"]) == 2
+
+
+def test_op_evidence_measures_and_finds_the_crossover(tmp_path):
+    """bench/op_evidence.py at two shapes per op (not recorded here); and its crossover rule:
+    the smallest size from which every larger measured size ran >= MIN_SPEEDUP x."""
+    sys.path.insert(0, str(BENCH))
+    from op_evidence import min_size
+
+    def rows(*pairs):
+        return [{"size": s, "speedup": v} for s, v in pairs]
+
+    assert min_size(rows((10, 0.8), (100, 1.3), (1000, 1.5))) == 100
+    assert min_size(rows((10, 1.3), (100, 0.9), (1000, 1.5))) == 1000  # a dip: above it only
+    assert min_size(rows((10, 1.3), (1000, 1.0))) is None  # loses at the largest: nowhere
+    assert min_size(rows((10, 1.3), (10, 1.0), (100, 1.2))) == 100  # same size: the worse
+    cmd = [sys.executable, str(BENCH / "op_evidence.py"), "--quick", "--rounds", "1"]
+    cmd += ["--min-time", "0.01", "--dtypes", "float32", "--ops", "adagn,augment"]
+    r = subprocess.run([*cmd, "--results", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    (md,) = tmp_path.glob("op_evidence_cpu-*.md")
+    text = md.read_text()
+    if "| adagn | cpp | float32 |" not in text:
+        pytest.skip("the C++ extension is not built")
+    assert "| augment | cpp | float32 |" in text and "auto picks it" in text

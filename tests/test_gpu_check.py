@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["env", "build", "triton-sm90", "cuda-tests", "steps", "agreement", "bench-infonce"]
+STAGES = ["env", "build", "triton-sm90", "cuda-tests", "steps", "agreement", "op-evidence"]
+STAGES += ["bench-infonce"]
 STAGES += ["bench-attn-pool", "bench-augment", "bench-adagn", "bench-step", "profile", "decode"]
 
 

@@ -11,10 +11,11 @@ that explains why they cannot run. `resolve()` picks one:
   variable ARCDAE_FAST_BACKEND; a spec names one backend for all ops (`reference`) or one
   per op (`infonce=triton,attn_pool=reference`). An unknown op or backend name in a spec is
   a ValueError naming it;
-- otherwise the available backend with the highest priority for the device wins. A negative
-  priority means "only when forced" (e.g. Triton under TRITON_INTERPRET=1 on CPU, which is
-  correct but slow), and a backend may set a minimum work size below which `auto` leaves it
-  out (measured crossovers: fixed per-call overheads make the reference faster on tiny work).
+- otherwise the available backend with the highest priority for the device wins, among the
+  reference and the fused backends that were measured to beat it on this device class at
+  this dtype and work size (arcdae_fast/evidence.py, written by bench/op_evidence.py: from
+  the record's `min_size` on; no record, no fused backend). A negative priority means "only
+  when forced" (e.g. Triton under TRITON_INTERPRET=1 on CPU, which is correct but slow).
 """
 
 from __future__ import annotations
@@ -45,9 +46,6 @@ class Backend:
     # on GPUs (which CI never sees): a one-time comparison with the reference on a tiny input;
     # returns None when it agrees, else why not (the backend is then unavailable there)
     selfcheck: Callable[[str, torch.device], str | None] | None = None
-    # device type -> smallest work size (op-defined, e.g. elements) at which `auto` picks this
-    # backend: below it the reference measured faster (fixed per-call overheads dominate)
-    auto_min_size: dict[str, int] = field(default_factory=dict)
 
     def reasons(self, device: torch.device, dtype: torch.dtype) -> list[str]:
         out = list(_probe(self.op, self.name, device.type))
@@ -122,7 +120,6 @@ def register(
     dtypes: Sequence[torch.dtype],
     probe: Callable[[str], list[str]] | None = None,
     selfcheck: Callable[[str, torch.device], str | None] | None = None,
-    auto_min_size: dict[str, int] | None = None,
 ) -> None:
     _REGISTRY.setdefault(op, {})[name] = Backend(
         op,
@@ -132,7 +129,6 @@ def register(
         tuple(dtypes),
         probe or (lambda device_type: []),
         selfcheck,
-        dict(auto_min_size or {}),
     )
 
 
@@ -277,11 +273,24 @@ def check_runnable(device: torch.device) -> None:
         raise ValueError(f"cannot run on {device.type}: " + " | ".join(why))
 
 
+@torch.compiler.assume_constant_result
+def auto_min_size(op: str, name: str, device_type: str, dtype: torch.dtype) -> int:
+    """The smallest work size from which `auto` may pick backend `name` of `op` on this
+    device's class at `dtype` (the reference: 0), or -1: no measurement says it wins here."""
+    if name == "reference":
+        return 0
+    from .. import evidence
+
+    dclass = evidence.device_class(torch.device(device_type))
+    found = evidence.op_min_size(dclass, op, name, dtype)
+    return -1 if found is None else found
+
+
 def resolve(
     op: str, backend: str, device: torch.device, dtype: torch.dtype, size: int = 0
 ) -> Backend:
     """Choose the implementation of `op` for inputs on `device` with `dtype`; `size` is the
-    op's work size, compared with each backend's auto_min_size (auto only)."""
+    op's work size, compared with the measured `auto_min_size` (auto only)."""
     table = backends(op)
     if not isinstance(backend, str):
         raise TypeError(f"{op}: argument 'backend' must be a str, got {type(backend).__name__}")
@@ -307,7 +316,7 @@ def resolve(
         b
         for b in table.values()
         if b.priority.get(device.type, -1) >= 0
-        and size >= b.auto_min_size.get(device.type, 0)
+        and 0 <= auto_min_size(op, b.name, device.type, dtype) <= size
         and not b.reasons(device, dtype)
     ]
     if not ok:

@@ -25,12 +25,11 @@ def register(
     op: str,
     cuda_priority: dict[str, int] | None = None,
     selfcheck=None,
-    cpu_min_size: int = 0,
 ) -> None:
-    """Register the extension's backends for `op`: "cpp" (CPU tensors; picked by `auto` from
-    work size cpu_min_size) and, when the op has CUDA kernels, "cuda". Their primitives are
-    this module's attribute named `op`, calling the schemas arcdae_fast_C::<op>_forward /
-    <op>_backward (csrc/ops.cpp)."""
+    """Register the extension's backends for `op`: "cpp" (CPU tensors) and, when the op has
+    CUDA kernels, "cuda" (`auto` picks them where measured to win: arcdae_fast/evidence.py).
+    Their primitives are this module's attribute named `op`, calling the schemas
+    arcdae_fast_C::<op>_forward / <op>_backward (csrc/ops.cpp)."""
     from . import _backends
 
     path = f"arcdae_fast.ops._ext:{op}"
@@ -42,7 +41,6 @@ def register(
         dtypes=_backends.LOW_AND_SINGLE,
         probe=cpp_reasons,
         selfcheck=selfcheck,
-        auto_min_size={"cpu": cpu_min_size},
     )
     if cuda_priority is not None:
         _backends.register(

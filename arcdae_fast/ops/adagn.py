@@ -118,7 +118,7 @@ def _selfcheck(backend: str, device: torch.device) -> str | None:
 
 
 # measured crossover on a 2-core CPU: ~1e5 elements (fwd+bwd)
-_ext.register(OP, cuda_priority=_ext.CUDA_PRIORITY, selfcheck=_selfcheck, cpu_min_size=100_000)
+_ext.register(OP, cuda_priority=_ext.CUDA_PRIORITY, selfcheck=_selfcheck)
 
 # -- fast backends (the C++/CUDA extension): one fused op node for torch.compile. The kernels
 #    take x contiguous in NCHW or channels_last and the small (C,) / (B, C) tensors in

@@ -91,7 +91,7 @@ def _selfcheck(backend: str, device: torch.device) -> str | None:
 
 _triton.register(OP, selfcheck=_selfcheck)
 # measured crossover on a 2-core CPU: B N C ~ 2.5e5 (fwd+bwd)
-_ext.register(OP, selfcheck=_selfcheck, cpu_min_size=250_000)
+_ext.register(OP, selfcheck=_selfcheck)
 
 # -- fast backends: a backend supplies pool_fwd(x, qk) -> (out, lse) and
 #    pool_bwd(dout, x, qk, delta, lse) -> (dx, dqk) (see kernels/attn_pool.py), with

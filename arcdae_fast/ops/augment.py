@@ -100,7 +100,7 @@ def timestep_augment(
         )  # saturation and hue leave grey grey: the channels are equal, their mean is the image
         return x_t.mean(1, keepdim=True), view.mean(1, keepdim=True)
     _check_inputs(FN, x, params, alpha, sigma, noise=noise)
-    impl = _backends.resolve(OP, backend, x.device, x.dtype)
+    impl = _backends.resolve(OP, backend, x.device, x.dtype, size=x.numel())
     if impl.name == "reference":
         return impl.fn(x, params, alpha, sigma, noise)
     return tuple(torch.ops.arcdae_fast.augment(x, params, alpha, sigma, noise, impl.name))
@@ -130,7 +130,7 @@ def timestep_augment_with_noise(
             raise ValueError(f"{op}: argument '{name}' must be an int in [0, 2**62), got {v!r}")
     if x.is_meta:  # shapes only (no generator lives on meta)
         return torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
-    impl = _backends.resolve(OP, backend, x.device, x.dtype)
+    impl = _backends.resolve(OP, backend, x.device, x.dtype, size=x.numel())
     if impl.name == "reference":
         g = torch.Generator(device=x.device).manual_seed(seed * 1_000_003 + offset)
         noise = torch.randn(x.shape, generator=g, device=x.device, dtype=torch.float32)

@@ -116,37 +116,49 @@ def test_compiled_step_matches_eager_terms_gradients_and_update(synth_root):
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) == conv.weight.is_cuda
 
 
-@pytest.mark.xdist_group("arcdae-step")
-@pytest.mark.timeout(1500)  # a cold whole-step compile: minutes on 2 cores
-def test_compiled_step_in_bf16_is_as_accurate_as_the_eager_step_in_bf16(synth_root):
-    """Under bf16 autocast the two steps round differently, so they are compared through their
-    distance to the float32 gradients: per parameter tensor, the compiled step's error may be at
-    most twice the reference's plus 0.02 (measured: both ~0.01-0.04; the fd Jacobian's float32
-    region once ran its backward in bf16 under compile, a 7x error on the holistic head)."""
-    from conftest import compile_raw
-
-    cfg = from_dict(compile_raw(synth_root))
+def check_bf16_grads_as_accurate(cfg, method_cls, x0):
+    """Under bf16 autocast the eager and compiled steps round differently, so they are compared
+    through their distance to the float32 gradients: per parameter tensor, the compiled step's
+    error may be at most twice the eager step's plus 0.02 (measured: both ~0.01-0.04; the fd
+    Jacobian's float32 region once ran its backward in bf16 under compile, a 7x error on the
+    holistic head). Zero-initialised layers are re-drawn first, so that every parameter has a
+    gradient to compare (with them at zero, the inner blocks' gradients are zero in every
+    variant, which hid Inductor's all-zero bf16 gradients under nearest upsampling: DGAE)."""
     g = torch.Generator().manual_seed(1)
-    x0 = torch.rand(8, 3, 16, 16, generator=g) * 2 - 1
     torch.manual_seed(0)
-    base = ArcDAE(cfg)
+    base = method_cls(cfg)
+    for p in base.parameters():
+        if p.abs().max() == 0:
+            p.data.normal_(std=0.05)
     inputs = base.draw_inputs(x0, g)
     grads = {}
     for name, cls, precision in (
         ("fp32", EagerStep, "fp32"),
-        ("reference", EagerStep, "bf16"),
+        ("eager", EagerStep, "bf16"),
         # "auto" where it means bf16: the trainer's default path
-        ("fast", CompiledStep, "auto" if native_bf16(torch.device("cpu")) else "bf16"),
+        ("compiled", CompiledStep, "auto" if native_bf16(torch.device("cpu")) else "bf16"),
     ):
         model = copy.deepcopy(base)
         make(cfg, cls, model, precision=precision)(x0, inputs, 0)
         grads[name] = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
-    assert grads["fast"].keys() == grads["fp32"].keys()
+    assert grads["compiled"].keys() == grads["fp32"].keys()
+    checked = 0
     for n, want in grads["fp32"].items():
         if want.abs().max() == 0:
             continue
-        ref, fast = rel_err(grads["reference"][n], want), rel_err(grads["fast"][n], want)
-        assert fast <= 2 * ref + 0.02, (n, fast, ref)
+        ref, got = rel_err(grads["eager"][n], want), rel_err(grads["compiled"][n], want)
+        assert got <= 2 * ref + 0.02, (n, got, ref)
+        checked += 1
+    assert checked >= 0.9 * len(grads["fp32"]), (checked, len(grads["fp32"]))
+
+
+@pytest.mark.xdist_group("arcdae-step")
+@pytest.mark.timeout(1500)  # a cold whole-step compile: minutes on 2 cores
+def test_compiled_step_in_bf16_is_as_accurate_as_the_eager_step_in_bf16(synth_root):
+    from conftest import compile_raw
+
+    x0 = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    check_bf16_grads_as_accurate(from_dict(compile_raw(synth_root)), ArcDAE, x0)
 
 
 def test_compiled_step_refuses_jvp(tiny_cfg):

@@ -35,6 +35,7 @@ from ..diffusion import VPSchedule, split_prediction
 from ..diffusion.flow import DENSITIES, SOLVERS, TIME_SCALE, FlowPath, flow_invert, flow_sample
 from ..losses import DiffusionLoss, gaussian_kl, reparameterize
 from ..models import VAEEncoder, build_denoiser, build_vae_encoder
+from ..models.layers import upsample
 from ..nn.lpips import LPIPS
 from ..phases import phase
 from .base import Method, RandomInputs, evaluating
@@ -116,8 +117,8 @@ class DGAEInputs(RandomInputs):
 
 def concat_condition(x_t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """[x_t, nearest-upsampled z] along channels: the decoder's input (B, 3 + c, H, W)."""
-    up = F.interpolate(z.to(x_t.dtype), size=x_t.shape[-2:], mode="nearest")
-    return torch.cat([x_t, up], dim=1)
+    f = x_t.shape[-1] // z.shape[-1]  # the encoder's downsampling (config-checked: exact)
+    return torch.cat([x_t, upsample(z.to(x_t.dtype), f)], dim=1)
 
 
 @register

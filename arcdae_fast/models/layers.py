@@ -62,12 +62,25 @@ def attention_heads(channels: int, num_heads: int, head_channels: int) -> int:
     return heads
 
 
+def upsample(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
+    """Nearest-neighbour upsampling by an integer factor (F.interpolate's, exactly). Under
+    torch.compile it is written as an expand + reshape: Inductor's CPU code for
+    F.interpolate(mode="nearest") after a stride-2 convolution in bf16 gave all-zero gradients
+    to everything before it (torch 2.13: DGAE's compiled bf16 step trained only the U-Net's
+    top level; bench/repro_upsample_bf16.py reproduces it). Eager keeps the ATen kernel."""
+    if not torch.compiler.is_compiling():
+        return F.interpolate(x, scale_factor=float(factor), mode="nearest")
+    b, c, h, w = x.shape
+    f = factor
+    return x[:, :, :, None, :, None].expand(b, c, h, f, w, f).reshape(b, c, f * h, f * w)
+
+
 def resample(x: torch.Tensor, kind: str | None) -> torch.Tensor:
     """BigGAN-style resampling inside a ResBlock: "down" 2x2 average pool, "up" nearest x2."""
     if kind == "down":
         return F.avg_pool2d(x, 2)
     if kind == "up":
-        return F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return upsample(x)
     return x
 
 
@@ -166,7 +179,7 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(ch, ch, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return self.conv(upsample(x))
 
 
 class Stage(nn.Sequential):

@@ -175,14 +175,14 @@ for op in infonce attn_pool augment adagn; do
   stage "bench-${op//_/-}" 60 "'$PY' bench/bench_$op.py $args --out '$OUTDIR/ops.csv'"
 done
 
-# --- the training step: eager fp32 / eager bf16 channels_last / fast ---------------------
+# --- the training step: eager fp32 / eager bf16 channels_last / compiled -----------------
 if [ $DRY = 1 ]; then
   STEP_CFG="--config ${GPU_CHECK_STEP_CONFIG:-quickstart} --batch-size 2 data.resolution=16"
   stage bench-step 120 "'$PY' bench/bench_step.py $STEP_CFG --variants eager-fp32,eager-bf16-cl --rounds 1 --steps 1 --warmup 1 --data synthetic --out '$OUTDIR/step.csv'"
   stage profile 90 "'$PY' -m arcdae_fast.profile $STEP_CFG --steps 1 --warmup 1 --data synthetic --json '$OUTDIR/profile.json' --variant eager"
 else
   STEP_CFG="--config ${GPU_CHECK_STEP_CONFIG:-ffhq} --batch-size 64"
-  stage bench-step 200 "'$PY' bench/bench_step.py $STEP_CFG --variants eager-fp32,eager-bf16-cl,fast --rounds 3 --steps 5 --warmup 3 --data synthetic --out '$OUTDIR/step.csv'"
+  stage bench-step 200 "'$PY' bench/bench_step.py $STEP_CFG --variants eager-fp32,eager-bf16-cl,compiled --rounds 3 --steps 5 --warmup 3 --data synthetic --out '$OUTDIR/step.csv'"
   stage profile 120 "'$PY' -m arcdae_fast.profile $STEP_CFG --steps 5 --warmup 3 --data synthetic --json '$OUTDIR/profile.json' --variant compiled"
 fi
 

@@ -276,10 +276,22 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "method_table")
     p.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
+    p.add_argument(
+        "--write-only", action="store_true", help="rewrite the tables from the finished runs"
+    )
     a = p.parse_args(argv)
     a.argv = sys.argv[1:] if argv is None else argv
     chosen = {m: min(SEEDS[m], a.seeds or SEEDS[m]) for m in a.methods.split(",")}
+    a.planned = len(order(chosen))
     recs = []
+    if a.write_only:
+        for method, seed in order(chosen):
+            done = a.runs / name_of(a) / f"{method}-s{seed}" / "table_eval.json"
+            if done.is_file():
+                recs.append(json.loads(done.read_text()))
+        write(a, recs)
+        print(f"wrote {a.results}/method_table_{name_of(a)}.md ({len(recs)} runs)", flush=True)
+        return
     for method, seed in order(chosen):
         print(f"{time.strftime('%H:%M:%S')} {method} seed {seed}", flush=True)
         recs.append(one(a, method, seed))
@@ -308,7 +320,16 @@ def write(a, recs: list[dict]) -> None:
         "eager fp32/bf16 step as the "
         f"preset sets it; evaluation on the test split with {a.eval_images or 'all'} images per "
         "split; mean ± sample std over seeds. Command: "
-        f"`python bench/method_table.py {' '.join(a.argv)}`.",
+        f"`python bench/method_table.py {' '.join(x for x in a.argv if x != '--write-only')}`.",
+        *(
+            [
+                "",
+                f"**Partial**: {len(recs)} of the {a.planned} runs this command plans are done "
+                "(the seeds column says which); the same command resumes the rest.",
+            ]
+            if len(recs) < a.planned
+            else []
+        ),
         "",
         *rows,
         "",

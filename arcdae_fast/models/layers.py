@@ -67,8 +67,9 @@ def upsample(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
     torch.compile it is written as an expand + reshape: Inductor's CPU code for
     F.interpolate(mode="nearest") after a stride-2 convolution in bf16 gave all-zero gradients
     to everything before it (torch 2.13: DGAE's compiled bf16 step trained only the U-Net's
-    top level; bench/repro_upsample_bf16.py reproduces it). Eager keeps the ATen kernel."""
-    if not torch.compiler.is_compiling():
+    top level; bench/repro_upsample_bf16.py reproduces it). Eager, and fp32 under compile,
+    keep the ATen kernel."""
+    if not torch.compiler.is_compiling() or x.dtype not in (torch.bfloat16, torch.float16):
         return F.interpolate(x, scale_factor=float(factor), mode="nearest")
     b, c, h, w = x.shape
     f = factor

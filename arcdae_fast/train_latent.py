@@ -240,7 +240,7 @@ def train(a: argparse.Namespace) -> int:
             f"checkpoint {t.last_checkpoint}; the same command resumes from it"
         )
         return 128 + end.signum
-    step = max(start, end.step if end else 0)
+    step = end.step if end else start
     final = {
         **model.state(),
         "source": {"checkpoint": str(run.checkpoint), "step": run.step},

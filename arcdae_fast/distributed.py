@@ -18,13 +18,16 @@ also stops every worker when one dies.
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 import sys
 import threading
 import time
 import warnings
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -151,19 +154,50 @@ def finish(ok: bool) -> None:
 
 def exit_guard(rc: int, seconds: float = 60.0) -> None:
     """After a rank's work has ended with exit status `rc`: if the process is still alive
-    `seconds` later (a thread or a library's exit handler holding it), say so and end it
-    with `rc`. A finished job must not hold its devices until its wall time."""
+    `seconds` later (a thread or a library's exit handler holding it), say what holds it
+    (its threads' Python stacks and its child processes: the cause, for a bug report) and
+    end it with `rc`. A finished job must not hold its devices until its wall time.
+
+    The guard is a Python thread, and once the interpreter finalizes no Python thread runs
+    again: for a process stuck past that point (a C++ destructor, a library's exit code) an
+    alarm 15 s later ends it by SIGALRM, whose default action needs no Python."""
 
     def fire() -> None:
         time.sleep(seconds)
+        rank = os.environ.get("RANK", "?")
+        me = threading.current_thread()
+        names = [t.name for t in threading.enumerate() if t is not me]
         sys.stderr.write(
-            f"rank {os.environ.get('RANK', '?')}: still alive {seconds:g} s after the run "
-            f"ended (exit status {rc}); forcing the exit\n"
+            f"rank {rank}: still alive {seconds:g} s after the run ended (exit status {rc}); "
+            f"forcing the exit. Python threads: {', '.join(names) or 'none'}; "
+            f"child processes: {', '.join(_children()) or 'none'}; stacks:\n"
         )
+        sys.stderr.flush()
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
         sys.stderr.flush()
         os._exit(rc)
 
+    if hasattr(signal, "alarm") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(int(seconds) + 15)
     threading.Thread(target=fire, name="exit-guard", daemon=True).start()
+
+
+def _children() -> list[str]:
+    """This process's child processes as 'pid (command)' (Linux; empty elsewhere)."""
+    out = []
+    for task in Path(f"/proc/{os.getpid()}/task").glob("*"):
+        try:
+            pids = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for pid in pids:
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").strip()
+            except OSError:
+                cmd = b"?"
+            out.append(f"{pid} ({cmd.decode(errors='replace')[:120]})")
+    return out
 
 
 def gather_rows(x: torch.Tensor, with_grad: bool) -> torch.Tensor:

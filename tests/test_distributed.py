@@ -5,6 +5,7 @@ rank makes the other exit instead of hanging (torchrun --max-restarts then resum
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -214,7 +215,28 @@ def test_a_process_that_a_thread_holds_after_its_run_is_ended():
     t0 = time.monotonic()
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 3 and "forcing the exit" in r.stderr
+    # what holds it, for a bug report: the thread (named by its target) and the main
+    # thread's stack, waiting for it in threading's shutdown
+    assert "Thread-1 (sleep)" in r.stderr and "in _shutdown" in r.stderr, r.stderr
     assert time.monotonic() - t0 < 30
+
+
+def test_a_process_stuck_after_its_interpreter_finalized_is_ended_by_the_alarm():
+    """Past the interpreter's finalization no Python thread runs, so the guard's thread cannot
+    end the process; its alarm (SIGALRM's default action) does."""
+    code = (
+        "import time\n"
+        "from arcdae_fast import distributed\n"
+        "class Stuck:\n"
+        "    def __del__(self):\n"
+        "        time.sleep(1000)\n"
+        "held = Stuck()\n"
+        "distributed.exit_guard(3, 1.0)\n"
+    )
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=90)
+    assert r.returncode == -signal.SIGALRM, (r.returncode, r.stderr[-2000:])
+    assert time.monotonic() - t0 < 60
 
 
 def test_finished_ddp_runs_exit_every_time(tiny_config_file, tmp_path):

@@ -9,6 +9,9 @@ state-dict EMA (experiment.py's `ema`). The engine's: the `diffae` method on the
 (parameter counts printed, they must be equal) through session.build, in each variant:
 eager fp32 with the default op backends, eager fp32 with the reference backends, eager bf16
 where the CPU computes it natively, and the compiled step (--compiled; a compile of minutes).
+Where the CPU computes bf16 natively, DiffAE's step also runs under CPU bf16 autocast (its
+own code, in the precision the engine's default step uses there: DiffAE's `fp16` flag is a
+CUDA autocast), and each engine row is compared with DiffAE's row of its own precision.
 Same batch for all; rounds interleave the variants (the machine is shared and noisy); the
 median step time per variant, its ratio to DiffAE's, and a per-phase breakdown (DiffAE:
 forward = training_losses, backward, optimizer = clipping + AdamW, EMA; engine: its phases,
@@ -73,12 +76,14 @@ def theirs(src: Path, cfg, lr: float):
     return model, sampler, opt, copy.deepcopy(model)
 
 
-def diffae_step(model, sampler, opt, ema_model, x, T: int, times: dict) -> None:
-    """One step of DiffAE's experiment.py, timed per phase."""
+def diffae_step(model, sampler, opt, ema_model, x, T: int, times: dict, bf16: bool) -> None:
+    """One step of DiffAE's experiment.py, timed per phase (bf16: its forward and loss under
+    CPU bf16 autocast, as its fp16 flag does on CUDA)."""
     t0 = time.perf_counter()
     t = torch.randint(0, T, (len(x),))
-    losses = sampler.training_losses(model=model, x_start=x, t=t)
-    loss = losses["loss"].mean()
+    with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        losses = sampler.training_losses(model=model, x_start=x, t=t)
+    loss = losses["loss"].float().mean()
     t1 = time.perf_counter()
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -123,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(0)
         sessions[name] = session.build(cfg)
     cfg = sessions["eager-fp32"].cfg
-    model, sampler, opt, ema_model = theirs(a.diffae_src, cfg, cfg.train.lr)
+    own = {"diffae": theirs(a.diffae_src, cfg, cfg.train.lr)}  # DiffAE's, one per precision
+    if "eager-bf16" in variants:
+        own["diffae-bf16"] = theirs(a.diffae_src, cfg, cfg.train.lr)
+    model = own["diffae"][0]
     ours_n = sum(p.numel() for p in sessions["eager-fp32"].method.trainable().parameters())
     print(f"parameters: DiffAE {count(model):,}, engine {ours_n:,}")
     if count(model) != ours_n:
@@ -132,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     g = torch.Generator().manual_seed(0)
     res = cfg.data.resolution
     x = torch.rand(a.batch, 3, res, res, generator=g) * 2 - 1
-    per_step: dict[str, list[float]] = {n: [] for n in ["diffae", *variants]}
+    per_step: dict[str, list[float]] = {n: [] for n in [*own, *variants]}
     breakdown: dict[str, dict[str, float]] = {n: {} for n in per_step}
     phases.timing(True)
 
@@ -149,33 +157,40 @@ def main(argv: list[str] | None = None) -> int:
             phases.take()
             t0 = time.perf_counter()
             for k in range(a.steps):
-                if name == "diffae":
-                    diffae_step(model, sampler, opt, ema_model, x, cfg.diffusion.T, times)
+                if name in own:
+                    T, bf16 = cfg.diffusion.T, name.endswith("bf16")
+                    diffae_step(*own[name], x, T, times, bf16)
                 else:
                     ours(name, r * a.steps + k)
             dt = (time.perf_counter() - t0) / a.steps
-            times = times if name == "diffae" else phases.take()
+            times = times if name in own else phases.take()
             if r:
                 per_step[name].append(dt)
                 for ph, v in times.items():
                     breakdown[name][ph] = breakdown[name].get(ph, 0.0) + v / a.steps / a.rounds
             print(f"round {r} {name}: {1e3 * dt:.1f} ms/step", flush=True)
     phases.timing(False)
-    base = statistics.median(per_step["diffae"])
+
+    def base(name: str) -> float:  # DiffAE's own step at the row's precision
+        theirs_name = "diffae-bf16" if name.endswith("bf16") and "diffae-bf16" in own else "diffae"
+        return statistics.median(per_step[theirs_name])
+
     print(
         f"\n{device_name(cpu)}; {a.config} network, batch {a.batch} at {res} px, fp32 unless named"
     )
     print(f"{'variant':<26}{'ms/step':>9}{'img/s':>8}{'vs DiffAE':>11}  phases (ms/step)")
+    print("(vs DiffAE: against DiffAE's own step at the row's precision)")
     rows = []
     for name, ts in per_step.items():
         ms = 1e3 * statistics.median(ts)
+        ratio = base(name) * 1e3 / ms
         ph = ", ".join(f"{k} {1e3 * v:.1f}" for k, v in sorted(breakdown[name].items()))
-        print(f"{name:<26}{ms:>9.1f}{a.batch / ms * 1e3:>8.1f}{base * 1e3 / ms:>10.2f}x  {ph}")
+        print(f"{name:<26}{ms:>9.1f}{a.batch / ms * 1e3:>8.1f}{ratio:>10.2f}x  {ph}")
         rows.append(
             {
                 "variant": name,
                 "ms_per_step": ms,
-                "vs_diffae": base * 1e3 / ms,
+                "vs_diffae": ratio,
                 "phases_ms": {k: 1e3 * v for k, v in breakdown[name].items()},
             }
         )

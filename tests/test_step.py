@@ -161,6 +161,41 @@ def test_compiled_step_in_bf16_is_as_accurate_as_the_eager_step_in_bf16(synth_ro
     check_bf16_grads_as_accurate(from_dict(compile_raw(synth_root)), ArcDAE, x0)
 
 
+def test_auto_takes_the_compiled_step_only_where_it_agreed_and_was_fast(
+    tiny_cfg, tmp_path, monkeypatch
+):
+    """train.step=auto reads step agreement's record for this device class, method and
+    precision: compiled only for a passed agreement with a quiet-machine speed-up >= 1.1x."""
+    from arcdae_fast import evidence
+    from arcdae_fast.step import choose_step
+
+    raw = tiny_cfg.to_dict()
+    raw["train"].update(step="auto", precision="fp32")
+    cfg = from_dict(raw)
+    method, cpu = ArcDAE(cfg), torch.device("cpu")
+    path = tmp_path / "evidence.json"
+    monkeypatch.setattr(evidence, "PATH", path)
+
+    def record(**entry):
+        entry |= {"device": "a test CPU", "date": "2026-12-07"}
+        steps = {cfg.method.name: {"fp32": entry}}
+        path.write_text(json.dumps({evidence.device_class(cpu): {"steps": steps}}))
+        return choose_step(cfg, method, cpu)
+
+    kind, why = choose_step(cfg, method, cpu)
+    assert kind == "eager" and "no step-agreement record for arcdae fp32" in why
+    kind, why = record(ok=True, speedup=1.25)
+    assert kind == "compiled" and "agreed and ran 1.25x" in why and "a test CPU" in why
+    kind, why = record(ok=True, speedup=1.05)
+    assert kind == "eager" and "below 1.1x" in why
+    kind, why = record(ok=False, speedup=1.5)
+    assert kind == "eager" and "failed step agreement" in why
+    kind, why = record(ok=True, speedup=None)  # measured on a busy machine
+    assert kind == "eager" and "quiet machine" in why
+    raw["train"]["step"] = "eager"  # an explicit choice is not overruled
+    assert choose_step(from_dict(raw), method, cpu)[0] == "eager"
+
+
 def test_compiled_step_refuses_jvp(tiny_cfg):
     raw = tiny_cfg.to_dict()
     raw["method"]["jac_estimator"] = "jvp"

@@ -22,6 +22,11 @@ epsilon would be wrong for any N):
   when both deviations are <= BF16_FACTOR x eager-bf16's + BF16_FLOOR.
 A variant with any non-finite step fails.
 
+Presets with dropout (the real-size ones) compile with Inductor's `fallback_random`, so that
+the compiled step draws its dropout masks from the same generator, in the same order, as the
+eager step (Inductor's own random numbers would differ, and the runs with them). Their img/s
+are then those of that setting.
+
     python bench/step_agreement.py                                   # 5 quickstarts, 50 steps
     python bench/step_agreement.py --presets arcdae,diffae --steps 10 --batch 8
     python bench/step_agreement.py --presets ffhq64 --resolution 32 --batch 4 --record
@@ -67,7 +72,8 @@ PRESETS = {
     "dmz": ("dmz-quickstart", []),
     "ffhq64": ("ffhq64", []),
     "ffhq64-diffae": ("ffhq64", ["method.name=diffae"]),
-    "dgae-b": ("dgae-b", []),
+    # LPIPS's VGG-16 weights are a download: a random VGG is the same computation
+    "dgae-b": ("dgae-b", ["method.lpips_weights=random"]),
     "ddaepp-full": ("ddaepp", []),
     "dmz-full": ("dmz", []),
 }
@@ -102,12 +108,20 @@ def variants(device: torch.device) -> list[tuple[str, str, str, str]]:
     return out
 
 
+def has_dropout(module: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in module.modules())
+
+
 def train(cfg, device, variant, batches, steps: int, backend: str) -> dict:
     name, kind, precision, mode = variant
     if kind == "compiled":  # a fresh Dynamo cache: the presets before would count against
         torch._dynamo.reset()  # Forward.forward's recompile limit (8) in one process
     torch.manual_seed(0)
     method = methods.build(cfg).to(device)
+    # dropout: Inductor draws its own random numbers, not eager's, so a compiled step would
+    # drop other units than the eager step and diverge for that reason alone; with
+    # fallback_random it draws from ATen's generator in the graph's order, the same masks
+    torch._inductor.config.fallback_random = has_dropout(method)
     if name.endswith("-rounded"):  # float32 rounding noise on every initial weight
         g = torch.Generator(device).manual_seed(123)
         with torch.no_grad():
@@ -149,6 +163,7 @@ def train(cfg, device, variant, batches, steps: int, backend: str) -> dict:
         "weights": weights,
         "nonfinite": nonfinite,
         "img_per_s": x0.shape[0] / ms if later else math.nan,
+        "fallback_random": torch._inductor.config.fallback_random,
         "first_step_s": times[0] if times else math.nan,
     }
 
@@ -224,6 +239,7 @@ def agree(
             "weight_dist": dist,
             "nonfinite": r["nonfinite"],
             "img_per_s": r["img_per_s"],
+            "fallback_random": r["fallback_random"],
             "first_step_s": r["first_step_s"],
             "first_loss": r["losses"][0] if r["losses"] else None,
             "last_loss": r["losses"][-1] if r["losses"] else None,

@@ -146,7 +146,16 @@ def finish(ok: bool) -> None:
     destroy_process_group (a rank that tears down while a slower one still talks can hang
     both: pytorch/pytorch#75097). After a failure: no collective at all (destroying the group
     while a peer may be inside a collective can deadlock, as torchtitan found,
-    pytorch/torchtitan#1342); the process's exit releases it."""
+    pytorch/torchtitan#1342); the process's exit releases it.
+
+    The caller drops its DDP wrapper first (EagerStep.release_ddp): the hang at exit of
+    issue 31, caught under gdb on the code it was reported against, was the main thread
+    freeing DDP's reducer, which held the group's last reference; ~ProcessGroupGloo then
+    joined gloo's worker threads while holding the GIL, and a worker waited for the GIL to
+    free a finished all-gather's tensors (their Python objects): a deadlock
+    (pytorch/pytorch#56297: destructors that block under the GIL). With the reducer gone
+    while the group is still registered, the last reference goes with destroy_process_group,
+    whose ProcessGroup wrapper releases the GIL while it is destroyed."""
     if dist.is_initialized() and ok:
         dist.barrier()
         dist.destroy_process_group()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import math
 
 import torch
@@ -188,6 +189,13 @@ class EagerStep:
     def compile(self, fwd: Forward) -> nn.Module:
         """The eager step runs the forward as it is (CompiledStep compiles it)."""
         return fwd
+
+    def release_ddp(self) -> None:
+        """Drop the DistributedDataParallel wrapper, before the process group is destroyed
+        (distributed.finish says why). The step cannot train data-parallel afterwards."""
+        if isinstance(self.runner, nn.parallel.DistributedDataParallel):
+            self.runner = self.runner.module
+            gc.collect()  # DDP sits in reference cycles: its reducer goes now, not later
 
     def forward(self, x0: torch.Tensor, inputs: RandomInputs, step: int) -> dict:
         return self.runner(x0, inputs, self.method.flags(step))

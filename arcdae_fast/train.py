@@ -163,6 +163,8 @@ class Trainer:
                 raise
             raise self._peer_lost(e, first) from e
         finally:
+            if getattr(self, "s", None) is not None:
+                self.s.step.release_ddp()
             distributed.finish(ok)
 
     def _peer_lost(self, e: BaseException, first: str) -> errors.PeerLost:

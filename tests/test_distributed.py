@@ -203,40 +203,36 @@ def test_a_rank_that_raises_is_named_by_the_other(tiny_config_file, tmp_path):
     assert "lost its network" not in lines[0]
 
 
+def guarded(body: str, timeout: float) -> tuple[subprocess.CompletedProcess, float]:
+    """Runs `body` in a fresh interpreter whose work then ends with exit status 3 under the
+    exit guard (1 s grace); returns the process and its wall time."""
+    code = f"from arcdae_fast import distributed\n{body}distributed.exit_guard(3, 1.0)\n"
+    t0 = time.monotonic()
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout
+    )
+    return r, time.monotonic() - t0
+
+
 def test_a_process_that_a_thread_holds_after_its_run_is_ended():
     """The exit guard: a rank whose work is done but that something keeps alive (here a
     non-daemon thread) ends with its exit status after the grace period, saying why."""
-    code = (
-        "import threading, time\n"
-        "from arcdae_fast import distributed\n"
-        "threading.Thread(target=time.sleep, args=(1000,)).start()\n"
-        "distributed.exit_guard(3, 1.0)\n"
-    )
-    t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    body = "import threading, time\nthreading.Thread(target=time.sleep, args=(1000,)).start()\n"
+    r, seconds = guarded(body, timeout=60)
     assert r.returncode == 3 and "forcing the exit" in r.stderr
     # what holds it, for a bug report: the thread (named by its target) and the main
     # thread's stack, waiting for it in threading's shutdown
     assert "Thread-1 (sleep)" in r.stderr and "in _shutdown" in r.stderr, r.stderr
-    assert time.monotonic() - t0 < 30
+    assert seconds < 30
 
 
 def test_a_process_stuck_after_its_interpreter_finalized_is_ended_by_the_alarm():
     """Past the interpreter's finalization no Python thread runs, so the guard's thread cannot
     end the process; its alarm (SIGALRM's default action) does."""
-    code = (
-        "import time\n"
-        "from arcdae_fast import distributed\n"
-        "class Stuck:\n"
-        "    def __del__(self):\n"
-        "        time.sleep(1000)\n"
-        "held = Stuck()\n"
-        "distributed.exit_guard(3, 1.0)\n"
-    )
-    t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=90)
+    body = "import time\nclass Stuck:\n    def __del__(self):\n        time.sleep(1000)\n"
+    r, seconds = guarded(body + "held = Stuck()\n", timeout=90)
     assert r.returncode == -signal.SIGALRM, (r.returncode, r.stderr[-2000:])
-    assert time.monotonic() - t0 < 60
+    assert seconds < 60
 
 
 def test_finished_ddp_runs_exit_every_time(tiny_config_file, tmp_path):

@@ -30,6 +30,8 @@ are then those of that setting.
     python bench/step_agreement.py                                   # 5 quickstarts, 50 steps
     python bench/step_agreement.py --presets arcdae,diffae --steps 10 --batch 8
     python bench/step_agreement.py --presets ffhq64 --resolution 32 --batch 4 --record
+    python bench/step_agreement.py --presets dgae-b --resolution 32 --batch 4 \
+        --set train.warmup_steps=0                 # its 10k-step warm-up: no lr in 50 steps
 
 --record writes the verdicts into arcdae_fast/evidence.json for this device class, where
 `train.step=auto` reads them (arcdae_fast/evidence.py). Results: one JSON line per preset
@@ -195,9 +197,15 @@ def judge(rows: dict[str, dict]) -> None:
         r["ok"] = r["nonfinite"] == 0 and r["loss_dev"] <= tol_loss and r["weight_dist"] <= tol_w
 
 
-def preset_config(preset: str, device: torch.device, batch: int, resolution: int | None):
+def preset_config(
+    preset: str,
+    device: torch.device,
+    batch: int,
+    resolution: int | None,
+    extra: tuple[str, ...] = (),
+):
     config, overrides = PRESETS[preset]
-    sets = [f"train.device={device.type}", f"train.batch_size={batch}", *overrides]
+    sets = [f"train.device={device.type}", f"train.batch_size={batch}", *overrides, *extra]
     if resolution:
         sets.append(f"data.resolution={resolution}")
     return load_config(config, sets)
@@ -308,6 +316,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resolution", type=int, default=None, help="default: the preset's")
     p.add_argument("--variants", default="", help="compiled variants to run (default: all)")
     p.add_argument("--compile-backend", default="inductor")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every preset (repeatable), e.g. train.warmup_steps=0 for a "
+        "preset whose warm-up would keep its weights still over N steps",
+    )
     p.add_argument("--out", default=None, help="JSON lines appended here")
     p.add_argument("--record", action="store_true", help="write arcdae_fast/evidence.json")
     p.add_argument("--record-from", default=None, help="record the rows of a results file")
@@ -327,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for n in names:
         method = load_config(*PRESETS[n]).method.name
-        cfg = preset_config(n, device, a.batch, a.resolution)
+        cfg = preset_config(n, device, a.batch, a.resolution, tuple(a.set))
         rows = agree(cfg, device, a.steps, a.compile_backend, only)
         results[n] = {"method": method, "rows": rows}
     env = {
@@ -338,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         "steps": a.steps,
         "batch": a.batch,
         "resolution": a.resolution,
+        "overrides": a.set,
         "compile_backend": a.compile_backend,
         **versions(),
     }

@@ -131,6 +131,22 @@ def test_float64_and_bf16():
     torch.testing.assert_close(out.double(), ref, atol=2e-2, rtol=0)
 
 
+@pytest.mark.parametrize("backend", ["reference", "auto"])
+def test_float32_inside_autocast(backend):
+    """Inside a bf16 autocast region (the training step) the augmentation still computes in
+    float32, as outside it: autocast turned the reference's hue einsum into a bf16 matmul
+    (view error 7e-3), and DDAE++'s compiled bf16 step left the eager step with it."""
+    x = images(b=4, h=16, w=16)
+    p = sample_augment_params(torch.full((4,), 0.8), torch.Generator().manual_seed(1))
+    args = (p, torch.rand(4), torch.rand(4), torch.randn_like(x))
+    want = timestep_augment(x, *args, backend=backend)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = timestep_augment(x, *args, backend=backend)
+    for g, w in zip(got, want):
+        assert g.dtype == torch.float32
+        torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-6)
+
+
 def test_sampler_ranges_and_determinism():
     s = torch.rand(4000, generator=torch.Generator().manual_seed(0))
     p = sample_augment_params(s, torch.Generator().manual_seed(1))

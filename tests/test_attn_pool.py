@@ -54,6 +54,19 @@ def test_dtypes_and_layouts():
     assert attention_pool(torch.randn(0, 4, 6), q, w).shape == (0, 3, 6)
 
 
+@pytest.mark.parametrize("backend", ["reference", "auto"])
+def test_float32_inside_autocast(backend):
+    """Inside a bf16 autocast region (the training step) the pool computes as outside it, in
+    float32 as the fast backends do: autocast must not turn its matmuls into bf16 ones."""
+    x = torch.randn(4, 64, 32).bfloat16()
+    q, w = torch.randn(3, 16), torch.randn(16, 32)
+    want = attention_pool(x, q, w, backend=backend)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = attention_pool(x, q, w, backend=backend)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
 def test_default_scale_is_inverse_sqrt_dk():
     x, q, w = torch.randn(2, 5, 4), torch.randn(3, 9), torch.randn(9, 4)
     torch.testing.assert_close(attention_pool(x, q, w), attention_pool(x, q, w, scale=1 / 3))

@@ -59,10 +59,12 @@ def attention_pool(
     return torch.ops.arcdae_fast.attn_pool(x, query, key_weight, scale, impl.name)[0]
 
 
+@_backends.outside_autocast
 def attention_pool_reference(
     x: torch.Tensor, query: torch.Tensor, key_weight: torch.Tensor, scale: float
 ) -> torch.Tensor:
-    """Eager ground truth (folds the key projection into the queries)."""
+    """Eager ground truth (folds the key projection into the queries); in float32 (float64
+    for float64 inputs), also inside an autocast region, as the fast backends compute it."""
     ct = torch.float64 if x.dtype == torch.float64 else torch.float32
     xf = x.to(ct)
     qk = query.to(ct) @ key_weight.to(ct)  # (K, C) = W_K^T q_k, one row per query

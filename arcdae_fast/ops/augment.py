@@ -235,6 +235,7 @@ def _bilinear_axis(img: torch.Tensor, src: torch.Tensor, dim: int) -> torch.Tens
     return a + (b - a) * f
 
 
+@_backends.outside_autocast
 def timestep_augment_reference(
     x: torch.Tensor,
     params: torch.Tensor,
@@ -242,18 +243,8 @@ def timestep_augment_reference(
     sigma: torch.Tensor,
     noise: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eager ground truth, step by step as SPEC section 2 states. Always in float32 (float64
-    for float64 inputs), also inside an autocast region, as the fast backends compute it:
-    under bf16 autocast the hue rotation's einsum would round the view to bf16 (relative
-    error 7e-3), and the compiled bf16 DDAE++ step with it left the eager step's trajectory
-    (docs/measurements.md, "DDAE++'s compiled bf16 step, found")."""
-    if x.is_meta:  # no autocast state on meta: shapes only
-        return _reference(x, params, alpha, sigma, noise)
-    with torch.autocast(x.device.type, enabled=False):
-        return _reference(x, params, alpha, sigma, noise)
-
-
-def _reference(x, params, alpha, sigma, noise):
+    """Eager ground truth, step by step as SPEC section 2 states; in float32 (float64 for
+    float64 inputs), also inside an autocast region, as the fast backends compute it."""
     ct = torch.float64 if x.dtype == torch.float64 else torch.float32
     B, _, H, W = x.shape
     p = params.to(ct)

@@ -78,6 +78,7 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+@_backends.outside_autocast
 def snr_weighted_infonce_reference(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -89,13 +90,6 @@ def snr_weighted_infonce_reference(
 ) -> torch.Tensor:
     """Eager ground truth: materializes the N x N logits. Always in float32 (float64 for
     float64 inputs), also inside an autocast region, as the fast backends compute it."""
-    if query.is_meta:  # no autocast state on meta: shapes only
-        return _reference(query, key, weight, temperature, normalize, symmetric, reduction)
-    with torch.autocast(query.device.type, enabled=False):
-        return _reference(query, key, weight, temperature, normalize, symmetric, reduction)
-
-
-def _reference(query, key, weight, temperature, normalize, symmetric, reduction):
     ct = compute_dtype(query.dtype)
     q, k = query.to(ct), key.to(ct)
     if normalize:

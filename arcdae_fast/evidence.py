@@ -108,25 +108,33 @@ def step_verdict(dclass: str, method: str, precision: str) -> tuple[bool, str]:
             "(python bench/step_agreement.py --record measures one)"
         )
     where = f"on {dclass} ({entry['device']}, {entry['date']})"
+    presets = entry.get("presets", {})
     if not entry["ok"]:
-        return False, f"the compiled {precision} step failed step agreement {where}"
+        failed = [p for p, r in presets.items() if not r["ok"]]
+        at = f" at preset {', '.join(failed)}" if failed else ""
+        return False, f"the compiled {precision} step failed step agreement{at} {where}"
     speed = entry.get("speedup")
     if speed is None:  # measured on a busy machine: not evidence of speed
         return False, (
             f"the compiled {precision} step agreed {where}, but its speed was not measured on "
             "a quiet machine (python bench/step_agreement.py --record there)"
         )
+    slowest = f" at preset {entry['slowest']}" if entry.get("slowest") else ""
     if speed < MIN_SPEEDUP:
         return False, (
-            f"the compiled {precision} step agreed but ran {speed:.2f}x the eager one {where}, "
-            f"below {MIN_SPEEDUP}x"
+            f"the compiled {precision} step agreed but ran {speed:.2f}x the eager one"
+            f"{slowest} {where}, below {MIN_SPEEDUP}x"
         )
-    return True, f"the compiled {precision} step agreed and ran {speed:.2f}x the eager one {where}"
+    return True, (
+        f"the compiled {precision} step agreed and ran {speed:.2f}x the eager one{slowest} {where}"
+    )
 
 
 def record_steps(dclass: str, results: dict[str, dict], env: dict[str, Any]) -> None:
-    """Store bench/step_agreement.py's verdicts: per method and precision, ok when every
-    recorded preset of that method passed, the speed-up the smallest of theirs."""
+    """Store bench/step_agreement.py's verdicts per method and precision: each preset's row
+    (ok, speed-up, steps, seeds, commit) under `presets`; a record of another date is replaced, one
+    of the same date keeps its other presets. The verdict: ok when every preset passed, the
+    speed-up the smallest of theirs (`slowest` names that preset)."""
     data = load()
     steps = data.setdefault(dclass, {}).setdefault("steps", {})
     for preset, item in results.items():
@@ -135,19 +143,24 @@ def record_steps(dclass: str, results: dict[str, dict], env: dict[str, Any]) -> 
             r = rows.get(f"compiled-{precision}")
             if r is None:
                 continue
-            new = {
+            old = steps.setdefault(method, {}).get(precision) or {}
+            same_day = old.get("date") == env["date"] and isinstance(old.get("presets"), dict)
+            presets = dict(old["presets"]) if same_day else {}
+            presets[preset] = {
                 "ok": bool(r.get("ok")),
                 "speedup": r.get("speedup_vs_eager", 0.0),
-                "presets": [preset],
+                "steps": env["steps"],
+                "seeds": env.get("seeds", 1),
+                "commit": env["commit"],
+            }
+            timed = all(v["speedup"] is not None for v in presets.values())
+            slowest = min(presets, key=lambda p: presets[p]["speedup"]) if timed else None
+            steps[method][precision] = {
+                "ok": all(v["ok"] for v in presets.values()),
+                "speedup": presets[slowest]["speedup"] if timed else None,
+                "slowest": slowest,
+                "presets": presets,
                 "device": env["device"],
                 "date": env["date"],
-                "commit": env["commit"],
-                "steps": env["steps"],
             }
-            old = steps.setdefault(method, {}).get(precision)
-            if old and old.get("date") == env["date"] and preset not in old["presets"]:
-                new["ok"] = new["ok"] and old["ok"]
-                new["speedup"] = min(new["speedup"], old["speedup"])
-                new["presets"] = old["presets"] + [preset]
-            steps[method][precision] = new
     PATH.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")

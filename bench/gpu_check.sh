@@ -157,7 +157,7 @@ fi
 # against the eager step. Its rows join steps.jsonl (8 files at most); back here,
 # `python bench/step_agreement.py --record-from steps.jsonl` writes them into
 # arcdae_fast/evidence.json for this GPU class (train.step=auto reads it)
-cuda_only agreement 300 "'$PY' bench/step_agreement.py --device cuda --steps 20 --batch 16 --out '$OUTDIR/steps.jsonl'"
+cuda_only agreement 300 "'$PY' bench/step_agreement.py --device cuda --steps 20 --batch 16 --seeds 1 --out '$OUTDIR/steps.jsonl'"
 
 # --- op evidence: which fused backends beat the reference on this GPU, from which size ----
 # (one line in steps.jsonl; back here, `python bench/op_evidence.py --record-from steps.jsonl`)

@@ -196,6 +196,36 @@ def test_auto_takes_the_compiled_step_only_where_it_agreed_and_was_fast(
     assert choose_step(from_dict(raw), method, cpu)[0] == "eager"
 
 
+def test_step_record_keeps_every_preset_and_names_the_slowest(tmp_path, monkeypatch):
+    """bench/step_agreement.py --record, preset by preset: a method's verdict is ok only when
+    every preset of the day passed, at the slowest preset's speed-up (named in the reason);
+    re-recording one preset keeps the others; a new day starts afresh."""
+    from arcdae_fast import evidence
+
+    monkeypatch.setattr(evidence, "PATH", tmp_path / "evidence.json")
+
+    def record(preset, ok, speedup, date="2026-12-07"):
+        rows = {"compiled-bf16": {"ok": ok, "speedup_vs_eager": speedup}}
+        env = {"device": "a test CPU", "date": date, "commit": "abc", "steps": 50}
+        evidence.record_steps("cpu-test", {preset: {"method": "ddaepp", "rows": rows}}, env)
+        return evidence.step_verdict("cpu-test", "ddaepp", "bf16")
+
+    assert record("ddaepp", True, 1.3) == (
+        True,
+        "the compiled bf16 step agreed and ran 1.30x the eager one at preset ddaepp on "
+        "cpu-test (a test CPU, 2026-12-07)",
+    )
+    fast, why = record("ddaepp-full", True, 0.9)
+    assert not fast and "ran 0.90x the eager one at preset ddaepp-full" in why
+    fast, why = record("ddaepp", False, 1.3)  # a re-measure of one preset keeps the other
+    assert not fast and "failed step agreement at preset ddaepp on" in why
+    entry = evidence.load()["cpu-test"]["steps"]["ddaepp"]["bf16"]
+    assert sorted(entry["presets"]) == ["ddaepp", "ddaepp-full"]
+    assert entry["speedup"] == 0.9 and entry["slowest"] == "ddaepp-full"
+    assert record("ddaepp", True, 1.3, date="2026-12-08")[0]  # a new day: only its presets
+    assert list(evidence.load()["cpu-test"]["steps"]["ddaepp"]["bf16"]["presets"]) == ["ddaepp"]
+
+
 def test_compiled_step_refuses_jvp(tiny_cfg):
     raw = tiny_cfg.to_dict()
     raw["method"]["jac_estimator"] = "jvp"

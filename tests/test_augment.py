@@ -134,8 +134,8 @@ def test_float64_and_bf16():
 @pytest.mark.parametrize("backend", ["reference", "auto"])
 def test_float32_inside_autocast(backend):
     """Inside a bf16 autocast region (the training step) the augmentation still computes in
-    float32, as outside it: autocast turned the reference's hue einsum into a bf16 matmul
-    (view error 7e-3), and DDAE++'s compiled bf16 step left the eager step with it."""
+    float32, as outside it and as the fast backends: autocast turned the reference's hue
+    einsum into a bf16 matmul (view error 7e-3)."""
     x = images(b=4, h=16, w=16)
     p = sample_augment_params(torch.full((4,), 0.8), torch.Generator().manual_seed(1))
     args = (p, torch.rand(4), torch.rand(4), torch.randn_like(x))

@@ -137,9 +137,8 @@ def outside_autocast(fn: Callable) -> Callable:
     """A reference that computes as the fast backends do, in float32 (float64 for float64
     inputs), also when called inside an autocast region: autocast would turn its matmuls into
     bf16 ones, so the eager step would compute another function with the reference than with
-    a fused op (measured: the augmentation's hue einsum put a 7e-3 error on the view, and
-    DDAE++'s compiled bf16 step left the eager one with it). The first argument's device
-    names the autocast region; on meta (shapes only) there is none."""
+    a fused op (measured: the augmentation's hue einsum put a 7e-3 error on the view). The
+    first argument's device names the autocast region; on meta (shapes only) there is none."""
 
     @functools.wraps(fn)
     def run(x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
